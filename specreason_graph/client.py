@@ -1,0 +1,132 @@
+"""Model I/O: the two calls SpecReason makes, over any LangChain chat model (vLLM via ``ChatOpenAI``).
+
+``ChatOpenAI`` gives LangChain callbacks, tracing and Studio's token stream for free. vLLM's own
+request fields travel in ``extra_body``: ``continue_final_message``/``add_generation_prompt`` (continue
+a pre-filled assistant turn) and ``include_stop_str_in_output`` (tells a step that ended at the
+delimiter from one where the model ended its turn). Logprobs come back in ``response_metadata``.
+Nothing here needs the raw ``openai`` client.
+
+One ``ChatOpenAI`` per endpoint (cached), no model-name lookup per request: the served name is a
+setting.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_openai import ChatOpenAI
+
+
+@dataclass(frozen=True)
+class StepReply:
+    """One step written by a model."""
+
+    text: str
+    """Without the delimiter."""
+    tokens: int
+    truncated: bool
+    """Stopped by max_tokens."""
+    ended_turn: bool
+    """Stopped by the model's end of sequence, not by the delimiter."""
+    ms: float
+
+
+@dataclass(frozen=True)
+class JudgeReply:
+    """The judge's one token and the alternatives at that position."""
+
+    token: str | None
+    top_logprobs: list[tuple[str, float]]
+    prompt_tokens: int
+    cached_tokens: int | None
+    ms: float
+
+
+@lru_cache(maxsize=32)
+def chat_model(url: str, model: str, api_key: str | None, timeout: float) -> ChatOpenAI:
+    """The shared client for one endpoint. Retries belong to the graph's RetryPolicy, not here."""
+    return ChatOpenAI(
+        base_url=url,
+        model=model,
+        api_key=api_key or "EMPTY",  # type: ignore[arg-type]  # vLLM without --api-key takes any
+        timeout=timeout,
+        max_retries=0,
+        stream_usage=True,
+    )
+
+
+def _usage(message: AIMessage) -> tuple[int, int, int | None]:
+    usage = message.usage_metadata or {}
+    cached = (usage.get("input_token_details") or {}).get("cache_read")
+    return usage.get("input_tokens", 0), usage.get("output_tokens", 0), cached
+
+
+def write_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_final: bool,
+               delimiter: str, max_tokens: int, temperature: float, top_p: float,
+               seed: int | None = None) -> StepReply:
+    """Generate up to the next delimiter (continuing the pre-filled assistant turn if asked)."""
+    started = time.perf_counter()
+    reply = chat.invoke(
+        messages,
+        stop=[delimiter],
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        extra_body={
+            "continue_final_message": continue_final,
+            "add_generation_prompt": not continue_final,
+            "include_stop_str_in_output": True,
+        },
+    )
+    ms = (time.perf_counter() - started) * 1000
+    text = reply.text if isinstance(reply.text, str) else reply.text()
+    finish = reply.response_metadata.get("finish_reason")
+    at_delimiter = text.endswith(delimiter)
+    if at_delimiter:
+        text = text[: -len(delimiter)]
+    _, out_tokens, _ = _usage(reply)
+    return StepReply(text=text, tokens=out_tokens, truncated=finish == "length",
+                     ended_turn=finish == "stop" and not at_delimiter, ms=ms)
+
+
+def judge(chat: BaseChatModel, messages: list[BaseMessage], *, top_logprobs: int) -> JudgeReply:
+    """One greedy token after the pre-filled score prefix, with the top alternatives' logprobs."""
+    started = time.perf_counter()
+    reply = chat.invoke(
+        messages,
+        max_tokens=1,
+        temperature=0.0,
+        logprobs=True,
+        top_logprobs=top_logprobs,
+        extra_body={"continue_final_message": True, "add_generation_prompt": False},
+    )
+    ms = (time.perf_counter() - started) * 1000
+    prompt_tokens, _, cached = _usage(reply)
+    token, alternatives = _first_position(reply.response_metadata.get("logprobs"))
+    if token is None:  # no logprobs: fall back to the generated text for the greedy score
+        token = reply.text if isinstance(reply.text, str) else reply.text()
+    return JudgeReply(token=token or None, top_logprobs=alternatives, prompt_tokens=prompt_tokens,
+                      cached_tokens=cached, ms=ms)
+
+
+def _first_position(logprobs: Any) -> tuple[str | None, list[tuple[str, float]]]:
+    """Token and alternatives at the first generated position; tolerant of missing/odd payloads."""
+    try:
+        first = logprobs["content"][0]
+    except (TypeError, KeyError, IndexError):
+        return None, []
+    if not isinstance(first, dict):
+        return None, []
+    alternatives = []
+    for alt in first.get("top_logprobs") or []:
+        if isinstance(alt, dict) and isinstance(alt.get("token"), str) and isinstance(
+                alt.get("logprob"), (int, float)):
+            alternatives.append((alt["token"], float(alt["logprob"])))
+    token = first.get("token")
+    return (token if isinstance(token, str) else None), alternatives

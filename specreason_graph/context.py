@@ -1,0 +1,83 @@
+"""Run settings: what a caller passes with ``graph.invoke(..., context=Context(...))``.
+
+Every field falls back to an environment variable ``SPECREASON_<FIELD>`` when the caller leaves it
+at its default, so a shell or a ``langgraph dev`` process can be pointed at other servers without
+code. The class is a pydantic dataclass: a bad value fails at construction with the field named,
+before any server time is spent; LangGraph builds it from a plain dict (Studio, the SDK) the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass
+
+# Where `specreason serve` puts the CPU default servers (servers/cpu.toml).
+LOCAL_BASE_URL = "http://127.0.0.1:8101/v1"
+LOCAL_SMALL_URL = "http://127.0.0.1:8102/v1"
+LOCAL_BASE_MODEL = "qwen2.5-coder-1.5b-instruct"
+LOCAL_SMALL_MODEL = "qwen2.5-coder-0.5b-instruct"
+
+ScoreMethod = Literal["greedy", "expected"]
+PromptName = Literal["math", "multiple_choice"]
+
+
+def _env(field: str, default: Any) -> Any:
+    """Default for ``field``: ``$SPECREASON_<FIELD>`` if set, else ``default`` (pydantic coerces)."""
+    return lambda: os.environ.get(f"SPECREASON_{field.upper()}", default)
+
+
+@dataclass(kw_only=True, config={"extra": "forbid", "validate_default": True})
+class Context:
+    """Settings of one SpecReason run (the paper's defaults unless noted)."""
+
+    base_url: str = Field(default_factory=_env("base_url", LOCAL_BASE_URL), description=(
+        "OpenAI-compatible endpoint of the base model (judges steps, writes rejected ones)."))
+    base_model: str = Field(default_factory=_env("base_model", LOCAL_BASE_MODEL), description=(
+        "Model name served at base_url (as in vLLM's --served-model-name)."))
+    small_url: str = Field(default_factory=_env("small_url", LOCAL_SMALL_URL), description=(
+        "OpenAI-compatible endpoint of the small model (drafts every step)."))
+    small_model: str = Field(default_factory=_env("small_model", LOCAL_SMALL_MODEL), description=(
+        "Model name served at small_url."))
+    api_key: str | None = Field(default_factory=_env("api_key", None), repr=False, description=(
+        "API key sent to both servers (vLLM --api-key); never logged."))
+
+    threshold: float = Field(default_factory=_env("threshold", 7.0), ge=0, le=10, description=(
+        "Accept a draft when its score is >= this (0 keeps every draft, 10 none). Paper: 7."))
+    score_method: ScoreMethod = Field(default_factory=_env("score_method", "greedy"), description=(
+        "greedy: the judge's generated digit (paper). expected: probability-weighted mean of the "
+        "digit tokens among the judge's top logprobs."))
+    first_n_base: int = Field(default_factory=_env("first_n_base", 0), ge=0, description=(
+        "The first N steps are written by the base model without drafting."))
+    token_budget: int = Field(default_factory=_env("token_budget", 8192), gt=0, description=(
+        "Stop once the kept steps hold this many tokens (drafts rejected and judge calls "
+        "do not count)."))
+    max_step_tokens: int = Field(default_factory=_env("max_step_tokens", 512), gt=0, description=(
+        "Cap on new tokens per step; a step cut by the cap is kept and marked."))
+    temperature: float = Field(default_factory=_env("temperature", 0.6), ge=0, le=2, description=(
+        "Sampling temperature for drafting and regenerating steps (the judge is always greedy)."))
+    top_p: float = Field(default_factory=_env("top_p", 0.95), gt=0, le=1, description=(
+        "Nucleus sampling for drafting and regenerating steps."))
+    seed: int | None = Field(default_factory=_env("seed", None), description=(
+        "Sampling seed sent with every step request (None: the server's randomness)."))
+    judge_top_logprobs: int = Field(default_factory=_env("judge_top_logprobs", 10), ge=1, le=20,
+                                    description="Alternatives read at the judge's score position.")
+    step_delimiter: str = Field(default_factory=_env("step_delimiter", "\n\n"), min_length=1,
+                                description="Ends a step (a stop string); kept steps are joined by it.")
+    thinking_opener: str = Field(default_factory=_env("thinking_opener", ""), description=(
+        "Pre-filled at the start of the assistant turn: '<think>\\n' for reasoning models "
+        "(QwQ, R1 distills), empty for instruct models such as the CPU default pair."))
+    prompt: PromptName = Field(default_factory=_env("prompt", "math"), description=(
+        "Problem prompt from prompts/: math (boxed answer) or multiple_choice (boxed letter)."))
+    request_timeout: float = Field(default_factory=_env("request_timeout", 900.0), gt=0,
+                                   description="Seconds to wait for one model call.")
+
+    @model_validator(mode="after")
+    def _distinct_endpoints(self) -> Context:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL, got {self.base_url!r}")
+        if not self.small_url.startswith(("http://", "https://")):
+            raise ValueError(f"small_url must be an http(s) URL, got {self.small_url!r}")
+        return self

@@ -1,0 +1,202 @@
+"""SpecReason as a LangGraph graph: the small model drafts each step, the base model judges it with
+one token, a step below the threshold is rewritten by the base model from the same prefix.
+
+    START → setup → next_step ─┬→ base_step ───────────────────────────→ commit → next_step …
+                               └→ draft → judge → by_score ─┬→ commit
+                                                            └→ regenerate → commit
+    next_step → END once commit recorded a stop reason.
+
+Reads top to bottom: the nodes, the two routers, the wiring. Model calls go through ``client``,
+message layouts through ``prompts``, pure decisions through ``rules``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Literal
+
+import openai
+from langchain_core.language_models import BaseChatModel
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Overwrite, RetryPolicy
+
+from specreason_graph import client, prompts, rules
+from specreason_graph.context import Context
+from specreason_graph.state import InputState, OutputState, State, StepRecord
+
+
+class Models:
+    """The two chat models: given ones (tests, custom clients) or one per endpoint in the Context."""
+
+    def __init__(self, small: BaseChatModel | None = None, base: BaseChatModel | None = None):
+        self._small, self._base = small, base
+
+    def small(self, ctx: Context) -> BaseChatModel:
+        return self._small or client.chat_model(ctx.small_url, ctx.small_model, ctx.api_key,
+                                                ctx.request_timeout)
+
+    def base(self, ctx: Context) -> BaseChatModel:
+        return self._base or client.chat_model(ctx.base_url, ctx.base_model, ctx.api_key,
+                                               ctx.request_timeout)
+
+
+def _ctx(runtime: Runtime[Context]) -> Context:
+    return runtime.context if runtime.context is not None else Context()
+
+
+def _write(chat: BaseChatModel, state: State, ctx: Context) -> client.StepReply:
+    """The next step from ``chat``, continuing the kept steps (the same call for both models)."""
+    messages, continue_final = prompts.step_messages(
+        state["user_prompt"], state["steps"], ctx.thinking_opener, ctx.step_delimiter)
+    return client.write_step(
+        chat, messages, continue_final=continue_final, delimiter=ctx.step_delimiter,
+        max_tokens=ctx.max_step_tokens, temperature=ctx.temperature, top_p=ctx.top_p, seed=ctx.seed)
+
+
+def _record(state: State, **fields: object) -> StepRecord:
+    record: StepRecord = {
+        "index": len(state["steps"]), "writer": "small", "text": "", "tokens": 0,
+        "truncated": False, "ended_turn": False, "forced": False,
+        "draft": None, "draft_tokens": 0, "draft_ms": 0.0,
+        "score": None, "judge_token": None, "accepted": None,
+        "judge_prompt_tokens": 0, "judge_cached_tokens": None, "judge_ms": 0.0,
+        "base_tokens": 0, "base_ms": 0.0, "ms": 0.0,
+    }
+    record.update(fields)  # type: ignore[typeddict-item]
+    return record
+
+
+# --- nodes -------------------------------------------------------------------------------------
+
+def setup(state: InputState, runtime: Runtime[Context]) -> dict:
+    """Check the problem and render it into the prompt once; start a fresh trace."""
+    problem = state.get("problem")
+    if not isinstance(problem, str) or not problem.strip():
+        raise ValueError("the problem is empty: give the question as a non-empty string")
+    return {"user_prompt": prompts.render_problem(_ctx(runtime).prompt, problem),
+            "steps": Overwrite([]), "trace": Overwrite([]), "kept_tokens": 0,
+            "pending": None, "stop_reason": None, "answer": None}
+
+
+def draft(state: State, runtime: Runtime[Context], models: Models) -> dict:
+    """The small model proposes the next step."""
+    ctx = _ctx(runtime)
+    reply = _write(models.small(ctx), state, ctx)
+    return {"pending": _record(
+        state, writer="small", text=reply.text, tokens=reply.tokens, truncated=reply.truncated,
+        ended_turn=reply.ended_turn, draft=reply.text, draft_tokens=reply.tokens,
+        draft_ms=reply.ms)}
+
+
+def judge(state: State, runtime: Runtime[Context], models: Models) -> dict:
+    """The base model scores the draft with one token; the score decides the next edge."""
+    ctx = _ctx(runtime)
+    pending = state["pending"]
+    assert pending is not None and pending["draft"] is not None
+    reply = client.judge(
+        models.base(ctx),
+        prompts.judge_messages(state["user_prompt"], state["steps"], pending["draft"],
+                               ctx.thinking_opener, ctx.step_delimiter),
+        top_logprobs=ctx.judge_top_logprobs)
+    score = (rules.greedy_score(reply.token) if ctx.score_method == "greedy"
+             else rules.expected_score(reply.top_logprobs))
+    return {"pending": {**pending, "score": score, "judge_token": reply.token,
+                        "accepted": score >= ctx.threshold, "judge_ms": reply.ms,
+                        "judge_prompt_tokens": reply.prompt_tokens,
+                        "judge_cached_tokens": reply.cached_tokens}}
+
+
+def regenerate(state: State, runtime: Runtime[Context], models: Models) -> dict:
+    """The base model rewrites a rejected step from the same prefix (it never sees the draft)."""
+    ctx = _ctx(runtime)
+    reply = _write(models.base(ctx), state, ctx)
+    return {"pending": {**state["pending"], "writer": "base", "text": reply.text,
+                        "tokens": reply.tokens, "truncated": reply.truncated,
+                        "ended_turn": reply.ended_turn, "base_tokens": reply.tokens,
+                        "base_ms": reply.ms}}
+
+
+def base_step(state: State, runtime: Runtime[Context], models: Models) -> dict:
+    """One of the first_n_base steps: the base model writes it, no draft, no judge."""
+    ctx = _ctx(runtime)
+    reply = _write(models.base(ctx), state, ctx)
+    return {"pending": _record(
+        state, writer="base", forced=True, text=reply.text, tokens=reply.tokens,
+        truncated=reply.truncated, ended_turn=reply.ended_turn, base_tokens=reply.tokens,
+        base_ms=reply.ms)}
+
+
+def commit(state: State, runtime: Runtime[Context]) -> dict:
+    """Keep the decided step, emit it on the custom stream, and check the stop rules."""
+    ctx = _ctx(runtime)
+    pending = state["pending"]
+    assert pending is not None
+    text = rules.close_think(pending["text"])
+    ms = pending["draft_ms"] + pending["judge_ms"] + pending["base_ms"]
+    record: StepRecord = {**pending, "text": text, "ms": ms}
+    steps = [*state["steps"], text]
+    kept_tokens = state.get("kept_tokens", 0) + record["tokens"]
+    stop = rules.stop_reason(steps, kept_tokens, ctx.token_budget, record["ended_turn"])
+    runtime.stream_writer({
+        "event": "step", "index": record["index"], "writer": record["writer"],
+        "score": record["score"], "accepted": record["accepted"], "forced": record["forced"],
+        "tokens": record["tokens"], "ms": round(ms, 1), "text": text, "stop_reason": stop})
+    return {"steps": [text], "trace": [record], "kept_tokens": kept_tokens, "pending": None,
+            "stop_reason": stop, "answer": rules.extract_answer(text) if stop else None}
+
+
+# --- routers -----------------------------------------------------------------------------------
+
+def next_step(state: State, runtime: Runtime[Context]) -> Literal["base_step", "draft", "__end__"]:
+    """Stop once a stop reason is recorded; else the base model writes the first N, the small the rest."""
+    if state.get("stop_reason"):
+        return END
+    return "base_step" if len(state["steps"]) < _ctx(runtime).first_n_base else "draft"
+
+
+def by_score(state: State) -> Literal["commit", "regenerate"]:
+    """Accepted drafts are kept; rejected ones are rewritten by the base model."""
+    pending = state["pending"]
+    return "commit" if pending is not None and pending["accepted"] else "regenerate"
+
+
+# --- wiring ------------------------------------------------------------------------------------
+
+SERVER_ERRORS = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError,
+                 openai.RateLimitError)
+"""Transient failures worth another try: refused/dropped connections, timeouts, 5xx, 429."""
+
+
+def build_graph(*, small: BaseChatModel | None = None, base: BaseChatModel | None = None,
+                retry: RetryPolicy | None = None) -> StateGraph:
+    """The uncompiled SpecReason graph. Pass chat models to use them instead of the Context's
+    endpoints; compile it with your own checkpointer (``builder.compile(checkpointer=...)``)."""
+    models = Models(small, base)
+    retry = retry or RetryPolicy(max_attempts=3, initial_interval=1.0, retry_on=SERVER_ERRORS)
+    builder = StateGraph(State, input_schema=InputState, output_schema=OutputState,
+                         context_schema=Context)
+    builder.add_node("setup", setup)
+    builder.add_node("draft", partial(draft, models=models), retry_policy=retry)
+    builder.add_node("judge", partial(judge, models=models), retry_policy=retry)
+    builder.add_node("regenerate", partial(regenerate, models=models), retry_policy=retry)
+    builder.add_node("base_step", partial(base_step, models=models), retry_policy=retry)
+    builder.add_node("commit", commit)
+
+    builder.add_edge(START, "setup")
+    builder.add_conditional_edges("setup", next_step)
+    builder.add_edge("draft", "judge")
+    builder.add_conditional_edges("judge", by_score)
+    builder.add_edge("regenerate", "commit")
+    builder.add_edge("base_step", "commit")
+    builder.add_conditional_edges("commit", next_step)
+    return builder
+
+
+def compile_graph(**kwargs: object) -> CompiledStateGraph:
+    """``build_graph(**kwargs)`` compiled without a checkpointer, named for Studio and tracing."""
+    return build_graph(**kwargs).compile(name="specreason")  # type: ignore[arg-type]
+
+
+graph = compile_graph()

@@ -1,0 +1,62 @@
+"""Prompts, read once from the files in ``prompts/`` (every prompt lives there as text).
+
+The message builders here are the only place that decides what a model sees, so the byte-for-byte
+agreement that vLLM's prefix cache depends on is in one spot: a step request is the problem turn plus
+the assistant turn pre-filled with the kept steps; the judge request is that same prefix, the
+candidate step, a user turn asking for the score, and the assistant turn pre-filled up to the digit.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+from specreason_graph.resources import resource_dir
+
+
+@cache
+def load(name: str) -> str:
+    """Text of ``prompts/<name>.txt``. Turn templates are stripped; pre-fills are kept exact."""
+    text = (resource_dir("prompts") / f"{name}.txt").read_text(encoding="utf-8")
+    return text if name.endswith("_prefill") else text.strip()
+
+
+def prompt_path(name: str) -> Path:
+    return resource_dir("prompts") / f"{name}.txt"
+
+
+def render_problem(prompt: str, problem: str) -> str:
+    """The user turn: the problem placed into the named prompt file."""
+    return load(prompt).replace("{problem}", problem.strip())
+
+
+def thinking(opener: str, steps: list[str], delimiter: str) -> str:
+    """The assistant turn so far: opener, kept steps joined by the delimiter, trailing delimiter."""
+    return opener + "".join(step + delimiter for step in steps)
+
+
+def step_messages(user_prompt: str, steps: list[str], opener: str, delimiter: str
+                  ) -> tuple[list[BaseMessage], bool]:
+    """Messages for writing the next step, and whether the server must continue the last one.
+
+    With nothing to pre-fill (instruct model, first step) the server adds the assistant
+    generation prompt itself; otherwise the assistant turn is continued, which renders the same
+    bytes plus the pre-fill.
+    """
+    prefill = thinking(opener, steps, delimiter)
+    if not prefill:
+        return [HumanMessage(user_prompt)], False
+    return [HumanMessage(user_prompt), AIMessage(prefill)], True
+
+
+def judge_messages(user_prompt: str, steps: list[str], candidate: str, opener: str,
+                   delimiter: str) -> list[BaseMessage]:
+    """Messages for scoring ``candidate`` as the step after ``steps`` (continued at the digit)."""
+    return [
+        HumanMessage(user_prompt),
+        AIMessage(thinking(opener, steps, delimiter) + candidate),
+        HumanMessage(load("judge")),
+        AIMessage(load("judge_prefill")),
+    ]

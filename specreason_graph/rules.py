@@ -1,0 +1,111 @@
+"""The algorithm's pure decisions: how a judge reply becomes a score, when a run stops, what the answer is.
+
+No I/O here, so every rule is tested directly (and with hypothesis) without a server.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from specreason_graph.state import StopReason
+
+ANSWER_MARKERS = ("boxed", "Answer:", "ANSWER:")
+THINK_CLOSE = "</think>"
+
+
+def _digit(token: str | None) -> int | None:
+    """The digit a token stands for (' 7' and '7' both are 7), else None."""
+    if token is None:
+        return None
+    stripped = token.strip()
+    return int(stripped) if len(stripped) == 1 and stripped in "0123456789" else None
+
+
+def greedy_score(token: str | None) -> float:
+    """The paper's score: the generated token read as a digit; anything else scores 0."""
+    digit = _digit(token)
+    return float(digit) if digit is not None else 0.0
+
+
+def expected_score(top_logprobs: Sequence[tuple[str, float]]) -> float:
+    """Probability-weighted mean digit over the digit tokens among the alternatives.
+
+    Probabilities are renormalised over the digit tokens only (a softmax of their logprobs). Tokens
+    that are not digits, non-finite logprobs and an empty list contribute nothing; no digit at all
+    scores 0.
+    """
+    best: dict[int, float] = {}
+    for token, logprob in top_logprobs:
+        digit = _digit(token)
+        if digit is None or logprob is None or math.isnan(logprob) or logprob == math.inf:
+            continue
+        # ' 7' and '7' are different tokens for the same digit: add their probabilities.
+        best[digit] = _logaddexp(best[digit], logprob) if digit in best else logprob
+    finite = {d: lp for d, lp in best.items() if lp != -math.inf}
+    if not finite:
+        return 0.0
+    top = max(finite.values())
+    weights = {d: math.exp(lp - top) for d, lp in finite.items()}
+    total = sum(weights.values())
+    return sum(d * w for d, w in weights.items()) / total
+
+
+def _logaddexp(a: float, b: float) -> float:
+    top = max(a, b)
+    if top == -math.inf:
+        return -math.inf
+    return top + math.log(math.exp(a - top) + math.exp(b - top))
+
+
+def has_answer(step: str) -> bool:
+    return any(marker in step for marker in ANSWER_MARKERS)
+
+
+def close_think(step: str) -> str:
+    """A kept step that closes the thinking without answering gets its '</think>' removed."""
+    if THINK_CLOSE in step and not has_answer(step):
+        return step.replace(THINK_CLOSE, "")
+    return step
+
+
+def stop_reason(steps: Sequence[str], kept_tokens: int, budget: int, ended_turn: bool = False
+                ) -> StopReason | None:
+    """Why the run ends after the last kept step, or None to go on.
+
+    In the paper's order: an answer marker in the last step, the last two steps identical, the
+    budget spent. ``finished`` (our addition) covers a model that ends its turn without a marker,
+    which instruct models do; reasoning models always answer before that.
+    """
+    if not steps:
+        return None
+    if has_answer(steps[-1]):
+        return "answer"
+    if len(steps) >= 2 and steps[-1] == steps[-2]:
+        return "repeated_step"
+    if kept_tokens >= budget:
+        return "token_budget"
+    if ended_turn:
+        return "finished"
+    return None
+
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_ANSWER_LINE = re.compile(r"(?:Answer|ANSWER):\s*(.+)")
+
+
+def extract_answer(text: str) -> str | None:
+    """Contents of the last ``\\boxed{...}`` (nested braces kept), else the last 'Answer: x' line."""
+    found = None
+    for match in _BOXED.finditer(text):
+        depth, start = 1, match.end()
+        for pos in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[pos], 0)
+            if depth == 0:
+                found = text[start:pos].strip()
+                break
+    if found is not None:
+        return found
+    lines = _ANSWER_LINE.findall(text)
+    return lines[-1].strip() if lines else None

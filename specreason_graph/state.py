@@ -1,0 +1,90 @@
+"""The graph's state: what a caller gives, what the graph keeps, what it hands back.
+
+``steps`` and ``trace`` grow through ``operator.add`` reducers, one entry per committed step, so a
+checkpointed run holds every step committed before an interruption. ``pending`` is the step being
+decided (draft → judge → maybe regenerate); it is replaced, never merged, and cleared on commit.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Literal
+
+from typing_extensions import NotRequired, TypedDict
+
+Writer = Literal["small", "base"]
+StopReason = Literal["answer", "repeated_step", "token_budget", "finished"]
+
+
+class StepRecord(TypedDict):
+    """One committed step: who wrote it, what was tried, what it cost. Enough to replay a run."""
+
+    index: int
+    """Position of the step in the reasoning (0-based)."""
+    writer: Writer
+    """Model whose text was kept."""
+    text: str
+    """The kept text, without the step delimiter."""
+    tokens: int
+    """Tokens of the kept text (counts against the budget)."""
+    truncated: bool
+    """The writer hit max_step_tokens; the step was kept as it was."""
+    ended_turn: bool
+    """The writer ended its turn (end-of-sequence) instead of writing the step delimiter."""
+    forced: bool
+    """Written by the base model without a draft (one of the first_n_base steps)."""
+    draft: str | None
+    """The small model's draft (equal to ``text`` when accepted; None when not drafted)."""
+    draft_tokens: int
+    draft_ms: float
+    score: float | None
+    """Judge's score for the draft (None when not drafted)."""
+    judge_token: str | None
+    """The token the judge generated at the score position."""
+    accepted: bool | None
+    """Score >= threshold (None when not drafted)."""
+    judge_prompt_tokens: int
+    judge_cached_tokens: int | None
+    """Prompt tokens vLLM served from its prefix cache (None if the server does not report it)."""
+    judge_ms: float
+    base_tokens: int
+    """Tokens the base model wrote for this step (regeneration or forced step)."""
+    base_ms: float
+    ms: float
+    """Wall time of the whole step: draft + judge + regeneration."""
+
+
+class InputState(TypedDict):
+    """What a caller provides."""
+
+    problem: str
+    """The question, as plain text (multiple-choice options included in the text)."""
+
+
+class OutputState(TypedDict):
+    """What a caller gets back."""
+
+    problem: str
+    steps: list[str]
+    """The kept reasoning steps, in order."""
+    trace: list[StepRecord]
+    """One record per kept step."""
+    kept_tokens: int
+    stop_reason: StopReason | None
+    answer: str | None
+    """Contents of the last \\boxed{} (or 'Answer:' line) of the last kept step, if any."""
+
+
+class State(TypedDict):
+    """Everything the graph keeps while it reasons."""
+
+    problem: str
+    user_prompt: NotRequired[str]
+    """The problem rendered into the prompt file once, so every call sends identical bytes."""
+    steps: Annotated[list[str], operator.add]
+    trace: Annotated[list[StepRecord], operator.add]
+    kept_tokens: NotRequired[int]
+    pending: NotRequired[StepRecord | None]
+    """The step under decision; None between steps."""
+    stop_reason: NotRequired[StopReason | None]
+    answer: NotRequired[str | None]
