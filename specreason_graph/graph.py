@@ -60,7 +60,7 @@ def _record(state: State, **fields: object) -> StepRecord:
         "index": len(state["steps"]), "writer": "small", "text": "", "tokens": 0,
         "truncated": False, "ended_turn": False, "forced": False,
         "draft": None, "draft_tokens": 0, "draft_ms": 0.0,
-        "score": None, "judge_token": None, "accepted": None,
+        "score": None, "judge_token": None, "judge_alternatives": [], "accepted": None,
         "judge_prompt_tokens": 0, "judge_cached_tokens": None, "judge_ms": 0.0,
         "base_tokens": 0, "base_ms": 0.0, "ms": 0.0,
     }
@@ -103,6 +103,7 @@ def judge(state: State, runtime: Runtime[Context], models: Models) -> dict:
     score = (rules.greedy_score(reply.token) if ctx.score_method == "greedy"
              else rules.expected_score(reply.top_logprobs))
     return {"pending": {**pending, "score": score, "judge_token": reply.token,
+                        "judge_alternatives": reply.top_logprobs,
                         "accepted": score >= ctx.threshold, "judge_ms": reply.ms,
                         "judge_prompt_tokens": reply.prompt_tokens,
                         "judge_cached_tokens": reply.cached_tokens}}

@@ -41,6 +41,8 @@ class StepRecord(TypedDict):
     """Judge's score for the draft (None when not drafted)."""
     judge_token: str | None
     """The token the judge generated at the score position."""
+    judge_alternatives: list[tuple[str, float]]
+    """The alternatives at that position (token, logprob): rescoring needs no new judge call."""
     accepted: bool | None
     """Score >= threshold (None when not drafted)."""
     judge_prompt_tokens: int

@@ -1,0 +1,81 @@
+"""Benchmark problems from the offline copies in ``data/`` (see data/README.md for sources and licences).
+
+GPQA-Diamond stays in its password-protected zip, as its authors ask: it is decrypted in memory only
+and never written out. Its four options are shuffled per question with a fixed seed (the original
+SpecReason prompt always listed the right answer first).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import zipfile
+from dataclasses import dataclass
+from functools import cache
+from typing import Literal
+
+from specreason_graph.resources import resource_dir
+
+DATASETS = ("gsm8k", "math500", "aime24", "aime25", "gpqa")
+GPQA_PASSWORD = b"deserted-untie-orchid"  # public; published by the GPQA authors
+GPQA_SEED = 20250410
+
+
+@dataclass(frozen=True)
+class Problem:
+    dataset: str
+    id: str
+    question: str
+    """The text given to the graph (GPQA: question and the four lettered options)."""
+    answer: str
+    """Gold answer: a number/expression, or a letter for GPQA."""
+    prompt: Literal["math", "multiple_choice"] = "math"
+
+
+def _jsonl(name: str) -> list[dict]:
+    path = resource_dir("data") / name
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@cache
+def load(dataset: str) -> tuple[Problem, ...]:
+    """All problems of ``dataset``, in file order, with stable ids."""
+    if dataset == "gsm8k":
+        return tuple(Problem("gsm8k", str(i), row["question"],
+                             row["answer"].split("####")[-1].strip().replace(",", ""))
+                     for i, row in enumerate(_jsonl("gsm8k_test.jsonl")))
+    if dataset == "math500":
+        return tuple(Problem("math500", row["unique_id"], row["problem"], row["answer"])
+                     for row in _jsonl("math500_test.jsonl"))
+    if dataset in ("aime24", "aime25"):
+        return tuple(Problem(dataset, str(row["id"]), row["problem"], str(row["answer"]))
+                     for row in _jsonl(f"{dataset}.jsonl"))
+    if dataset == "gpqa":
+        return tuple(_gpqa())
+    raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+
+
+def _gpqa() -> list[Problem]:
+    with zipfile.ZipFile(resource_dir("data") / "gpqa_diamond.zip") as archive:
+        raw = archive.read("gpqa_diamond.jsonl", pwd=GPQA_PASSWORD).decode("utf-8")
+    problems = []
+    for row in (json.loads(line) for line in raw.split("\n") if line.strip()):
+        options = [row["Correct Answer"], row["Incorrect Answer 1"], row["Incorrect Answer 2"],
+                   row["Incorrect Answer 3"]]
+        order = list(range(4))
+        random.Random(f"{GPQA_SEED}:{row['Record ID']}").shuffle(order)
+        letters = "ABCD"
+        lines = [f"({letters[pos]}) {options[i].strip()}" for pos, i in enumerate(order)]
+        question = row["Question"].strip() + "\n\n" + "\n".join(lines)
+        problems.append(Problem("gpqa", row["Record ID"], question, letters[order.index(0)],
+                                prompt="multiple_choice"))
+    return problems
+
+
+def get(dataset: str, problem_id: str) -> Problem:
+    """One problem by id (GSM8K: its 0-based line number)."""
+    for problem in load(dataset):
+        if problem.id == str(problem_id):
+            return problem
+    sample = ", ".join(p.id for p in load(dataset)[:3])
+    raise KeyError(f"{dataset} has no problem with id {problem_id!r} (ids look like: {sample}, ...)")

@@ -1,0 +1,42 @@
+"""The real thing: the two CPU vLLM servers with the real Qwen2.5-Coder models.
+
+The session fixture uses servers that already answer at the launcher's addresses (``.ci/run`` and
+``specreason serve start`` bring them up), and otherwise starts them itself and stops them at the
+end. Both servers take ~19 of the machine's 24 GiB: run the suite in one process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.request
+
+import pytest
+
+from specreason_graph import servers
+
+
+@pytest.fixture(scope="session")
+def local_servers() -> servers.ServerSet:
+    config = servers.load_config(os.environ.get("SPECREASON_TEST_SERVERS", "cpu"))
+    with servers.launch(config) as running:
+        yield running
+
+
+@pytest.fixture
+def context_of(local_servers):
+    """Context for the local servers; small budgets keep the 3-tok/s base model's share short."""
+    def make(**settings):
+        return local_servers.context(**{"seed": 0, **settings})
+    return make
+
+
+def metric(spec: servers.ServerSpec, name: str) -> float:
+    """Sum of a Prometheus counter from the server's /metrics."""
+    with urllib.request.urlopen(f"{spec.origin}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$", re.M)
+    values = [float(v) for v in pattern.findall(text)]
+    if not values:
+        raise AssertionError(f"{name} not in {spec.origin}/metrics")
+    return sum(values)

@@ -1,0 +1,814 @@
+"""The vLLM server launcher (``specreason_graph.servers``) without vLLM and without the network.
+
+Two parts:
+
+- the configs in ``servers/*.toml``: loading, the command line each server gets, placeholders,
+  validation errors;
+- the process handling (``start_one``/``stop_one``/``start``/``launch``) against a stand-in server:
+  a fake ``vllm.entrypoints.openai.api_server`` module written into ``tmp_path`` and put first on
+  the child's ``PYTHONPATH``, so ``python -m vllm.entrypoints.openai.api_server --port N`` runs it.
+  It answers ``/health`` on 127.0.0.1 at a free port. Whether real vLLM accepts the command lines
+  is checked in ``test_server_configs_vllm.py``; real servers are the integration tests' business.
+
+Every test here runs with ``SPECREASON_HOME`` pointing into ``tmp_path``: pid files and logs of the
+servers that may be running on this machine (ports 8101/8102) are never read or touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import tomllib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from specreason_graph import servers
+from specreason_graph.context import Context
+from specreason_graph.resources import resource_dir
+from specreason_graph.servers import (
+    ENTRYPOINT,
+    ServerError,
+    ServerSet,
+    ServerSpec,
+    config_path,
+    launch,
+    load_config,
+    start,
+    start_one,
+    stop,
+    stop_one,
+)
+
+SERVERS_DIR = resource_dir("servers")
+CONFIG_FILES = sorted(SERVERS_DIR.glob("*.toml"))
+CONFIG_NAMES = [p.stem for p in CONFIG_FILES]
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Every test gets its own SPECREASON_HOME: never the real pid files of running servers."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("SPECREASON_HOME", str(home))
+    return home
+
+
+def test_there_are_the_expected_configs():
+    assert {"cpu", "gpu-qwq32b-r1-1.5b", "gpu-qwq32b-r1-1.5b-specdecode"} <= set(CONFIG_NAMES)
+
+
+# --- configs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_every_config_loads_with_one_base_and_one_small(name):
+    servers_ = load_config(name)
+    assert servers_.name == name
+    assert sorted(s.role for s in servers_.servers) == ["base", "small"]
+    ports = [s.port for s in servers_.servers]
+    assert len(set(ports)) == 2
+    assert all(s.health_timeout > 0 for s in servers_.servers)
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_every_config_binds_loopback_only(name):
+    for spec in load_config(name).servers:
+        assert spec.host == "127.0.0.1"
+        argv = spec.argv()
+        assert argv[argv.index("--host") + 1] == "127.0.0.1"
+        assert spec.origin == f"http://127.0.0.1:{spec.port}"
+        assert spec.url == f"http://127.0.0.1:{spec.port}/v1"
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_every_argv_starts_the_openai_entrypoint_and_has_no_shell_strings(name):
+    for spec in load_config(name).servers:
+        argv = spec.argv()
+        assert argv[:3] == [spec.python, "-m", "vllm.entrypoints.openai.api_server"]
+        assert ENTRYPOINT == "vllm.entrypoints.openai.api_server"
+        assert all(isinstance(a, str) for a in argv)
+        assert argv[3:11] == ["--model", spec.model, "--served-model-name", spec.served_model_name,
+                              "--host", spec.host, "--port", str(spec.port)]
+        # every flag appears once; options never repeat the fixed ones
+        flags = [a for a in argv[3:] if a.startswith("--")]
+        assert len(flags) == len(set(flags)), flags
+
+
+def test_cpu_base_argv_exactly(isolated_home):
+    base = load_config("cpu").role("base")
+    assert base.argv() == [
+        f"{isolated_home}/vllm-cpu/bin/python", "-m", "vllm.entrypoints.openai.api_server",
+        "--model", f"{isolated_home}/models/qwen2.5-coder-1.5b-instruct",
+        "--served-model-name", "qwen2.5-coder-1.5b-instruct",
+        "--host", "127.0.0.1", "--port", "8101",
+        "--dtype", "float32",
+        "--enforce-eager",
+        "--max-model-len", "10240",
+        "--enable-prefix-caching",
+        "--enable-prompt-tokens-details",
+        "--seed", "0",
+    ]
+
+
+def test_cpu_small_argv_exactly(isolated_home):
+    small = load_config("cpu").role("small")
+    assert small.argv() == [
+        f"{isolated_home}/vllm-cpu/bin/python", "-m", "vllm.entrypoints.openai.api_server",
+        "--model", f"{isolated_home}/models/qwen2.5-coder-0.5b-instruct",
+        "--served-model-name", "qwen2.5-coder-0.5b-instruct",
+        "--host", "127.0.0.1", "--port", "8102",
+        "--dtype", "float32", "--enforce-eager", "--max-model-len", "10240",
+        "--enable-prefix-caching", "--enable-prompt-tokens-details", "--seed", "0",
+    ]
+
+
+def test_cpu_environment_of_both_servers():
+    for spec in load_config("cpu").servers:
+        assert spec.env == {
+            "VLLM_TARGET_DEVICE": "cpu",
+            "VLLM_CPU_OMP_THREADS_BIND": "0-1",
+            "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "HF_HUB_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        assert spec.health_timeout == 900.0
+        env = spec.environment()
+        assert env["VLLM_TARGET_DEVICE"] == "cpu"
+        assert env["PATH"] == os.environ["PATH"]  # the caller's environment is kept
+
+
+def _value_after(argv: list[str], flag: str) -> str:
+    assert argv.count(flag) == 1, (flag, argv)
+    return argv[argv.index(flag) + 1]
+
+
+@pytest.mark.parametrize("name", ["gpu-qwq32b-r1-1.5b", "gpu-qwq32b-r1-1.5b-specdecode"])
+def test_gpu_configs(name):
+    s = load_config(name)
+    base, small = s.role("base"), s.role("small")
+    assert (base.model, base.served_model_name, base.port) == ("Qwen/QwQ-32B", "qwq-32b", 8101)
+    assert (small.model, small.served_model_name, small.port) == (
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "r1-distill-qwen-1.5b", 8102)
+    assert base.python == small.python == "python3"
+    assert base.env == {"VLLM_NO_USAGE_STATS": "1", "CUDA_VISIBLE_DEVICES": "0,1"}
+    assert small.env == {"VLLM_NO_USAGE_STATS": "1", "CUDA_VISIBLE_DEVICES": "0"}
+    assert base.health_timeout == small.health_timeout == 1800.0
+    b, sm = base.argv(), small.argv()
+    for argv in (b, sm):
+        assert _value_after(argv, "--dtype") == "bfloat16"
+        assert _value_after(argv, "--max-model-len") == "16384"
+        assert _value_after(argv, "--seed") == "0"
+        assert "--enable-prefix-caching" in argv
+        assert "--enable-prompt-tokens-details" in argv
+        assert "--enforce-eager" not in argv
+    assert _value_after(b, "--tensor-parallel-size") == "2"
+    assert "--tensor-parallel-size" not in sm
+    # both servers share GPU 0: each claims its fraction of the GPU's *total* memory
+    shared = float(_value_after(b, "--gpu-memory-utilization")) + float(
+        _value_after(sm, "--gpu-memory-utilization"))
+    assert shared <= 0.95
+
+
+def test_gpu_memory_fractions():
+    plain = load_config("gpu-qwq32b-r1-1.5b")
+    assert plain.role("base").options["gpu-memory-utilization"] == 0.82
+    assert plain.role("small").options["gpu-memory-utilization"] == 0.12
+    spec = load_config("gpu-qwq32b-r1-1.5b-specdecode")
+    assert spec.role("base").options["gpu-memory-utilization"] == 0.84
+    assert spec.role("small").options["gpu-memory-utilization"] == 0.1
+
+
+def test_specdecode_speculative_config_is_compact_json():
+    base = load_config("gpu-qwq32b-r1-1.5b-specdecode").role("base")
+    argv = base.argv()
+    raw = _value_after(argv, "--speculative-config")
+    assert raw == ('{"model":"deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",'
+                   '"num_speculative_tokens":5,"method":"draft_model"}')
+    assert json.loads(raw) == {"model": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+                               "num_speculative_tokens": 5, "method": "draft_model"}
+    assert " " not in raw
+    # the draft is the small server's model; the small server itself does not speculate
+    small = load_config("gpu-qwq32b-r1-1.5b-specdecode").role("small")
+    assert json.loads(raw)["model"] == small.model
+    assert "--speculative-config" not in small.argv()
+    assert "--speculative-config" not in load_config("gpu-qwq32b-r1-1.5b").role("base").argv()
+
+
+def test_option_mapping():
+    spec = ServerSpec(role="base", model="m", served_model_name="n", host="127.0.0.1", port=1,
+                      python="py", options={
+                          "on": True, "off": False, "none": None, "snake_case_name": 3,
+                          "ratio": 0.5, "text": "a b", "table": {"k": [1, 2], "s": "x"},
+                      })
+    assert spec.argv()[11:] == [
+        "--on",
+        "--snake-case-name", "3",
+        "--ratio", "0.5",
+        "--text", "a b",  # one argv element: no shell involved
+        "--table", '{"k":[1,2],"s":"x"}',
+    ]
+    assert "--off" not in spec.argv() and "--none" not in spec.argv()
+
+
+def test_placeholders_follow_specreason_home(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("SPECREASON_HOME", str(elsewhere))
+    base = load_config("cpu").role("base")
+    assert base.python == f"{elsewhere}/vllm-cpu/bin/python"
+    assert base.model == f"{elsewhere}/models/qwen2.5-coder-1.5b-instruct"
+    assert servers.log_path(base) == elsewhere / "logs" / "base-8101.log"
+
+
+def test_home_default_without_specreason_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPECREASON_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert servers.home() == tmp_path / "xdg" / "specreason-graph"
+    assert load_config("cpu").role("small").model == str(
+        tmp_path / "xdg" / "specreason-graph" / "models" / "qwen2.5-coder-0.5b-instruct")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert servers.home() == Path.home() / ".cache" / "specreason-graph"
+
+
+def test_home_expands_tilde(monkeypatch):
+    monkeypatch.setenv("SPECREASON_HOME", "~/somewhere")
+    assert servers.home() == Path.home() / "somewhere"
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_servers_keep_the_files_order(name):
+    """start() goes through ``servers`` in order, and that order is the file's."""
+    raw = tomllib.loads((SERVERS_DIR / f"{name}.toml").read_text())
+    assert [s.role for s in load_config(name).servers] == [t["role"] for t in raw["server"]]
+
+
+def test_order_cpu_base_first_gpu_small_first():
+    assert [s.role for s in load_config("cpu").servers] == ["base", "small"]
+    # on the GPU host the small server must claim its share of GPU 0 first
+    for name in ("gpu-qwq32b-r1-1.5b", "gpu-qwq32b-r1-1.5b-specdecode"):
+        assert [s.role for s in load_config(name).servers] == ["small", "base"]
+
+
+def test_start_follows_the_servers_order(monkeypatch):
+    calls = []
+    monkeypatch.setattr(servers, "start_one", lambda spec, echo: calls.append(spec.role) or 1)
+    s = load_config("gpu-qwq32b-r1-1.5b")
+    assert [x.role for x in start(s, echo=lambda *_: None)] == ["small", "base"]
+    assert calls == ["small", "base"]
+
+
+def test_stop_goes_in_reverse_order(monkeypatch):
+    calls = []
+    monkeypatch.setattr(servers, "stop_one", lambda spec, echo: calls.append(spec.role))
+    stop(load_config("cpu"), echo=lambda *_: None)
+    assert calls == ["small", "base"]
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_context_points_at_the_servers(name):
+    s = load_config(name)
+    ctx = s.context()
+    assert isinstance(ctx, Context)
+    assert ctx.base_url == s.role("base").url == "http://127.0.0.1:8101/v1"
+    assert ctx.small_url == s.role("small").url == "http://127.0.0.1:8102/v1"
+    assert ctx.base_model == s.role("base").served_model_name
+    assert ctx.small_model == s.role("small").served_model_name
+
+
+def test_cpu_context_matches_the_context_defaults_and_takes_settings():
+    ctx = load_config("cpu").context(threshold=5.0)
+    assert (ctx.base_model, ctx.small_model) == ("qwen2.5-coder-1.5b-instruct",
+                                                  "qwen2.5-coder-0.5b-instruct")
+    assert ctx.threshold == 5.0
+
+
+def test_role_lookup_unknown_role():
+    with pytest.raises(KeyError, match="judge"):
+        load_config("cpu").role("judge")
+
+
+# --- config errors -----------------------------------------------------------------------------
+
+_GOOD = """
+[defaults]
+host = "127.0.0.1"
+[defaults.options]
+dtype = "float32"
+[[server]]
+role = "base"
+model = "{models}/b"
+served-model-name = "b"
+port = 1
+[[server]]
+role = "small"
+model = "{models}/s"
+served-model-name = "s"
+port = 2
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "custom.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_a_config_path_is_taken_as_is(tmp_path, isolated_home):
+    path = _write(tmp_path, _GOOD)
+    s = load_config(path)
+    assert s.name == "custom"
+    assert s.role("base").model == f"{isolated_home}/models/b"
+    assert s.role("base").python == sys.executable  # no python: the caller's interpreter
+    assert s.role("base").health_timeout == 900.0
+    assert load_config(str(path)).servers == s.servers
+
+
+@pytest.mark.parametrize("where", ["server", "defaults"])
+def test_unknown_key_raises_naming_the_file(tmp_path, where):
+    text = _GOOD.replace('port = 2', 'port = 2\ngpu = 0') if where == "server" else \
+        _GOOD.replace('host = "127.0.0.1"', 'host = "127.0.0.1"\nhealth-timeout = 5')
+    path = _write(tmp_path, text)
+    with pytest.raises(ValueError, match="unknown keys") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert ("gpu" if where == "server" else "health-timeout") in str(info.value)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: load_config ignores unknown top-level tables, so a misspelt [default] / [[servers]] "
+    "table is dropped silently ([[servers]] then fails only as 'no roles'; [default] starts the "
+    "servers without its python/options/env)"))
+def test_unknown_top_level_table_raises_naming_the_file(tmp_path):
+    path = _write(tmp_path, _GOOD.replace("[defaults]\n", "[default]\n", 1))
+    with pytest.raises(ValueError, match="default") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("text", [
+    _GOOD.split("[[server]]\nrole = \"small\"")[0],  # only base
+    _GOOD.replace('role = "small"', 'role = "base"'),  # two bases
+    _GOOD + '[[server]]\nrole = "extra"\nmodel = "x"\nserved-model-name = "x"\nport = 3\n',
+    "[defaults]\nhost = '127.0.0.1'\n",  # no servers at all
+], ids=["only-base", "two-bases", "three-roles", "no-servers"])
+def test_without_both_roles_raises_naming_the_file(tmp_path, text):
+    path = _write(tmp_path, text)
+    with pytest.raises(ValueError, match="needs one 'base' and one 'small'") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (minor): a [[server]] table missing a required key (role, model, served-model-name, "
+    "port) raises a bare KeyError that does not name the file, unlike every other config error"))
+@pytest.mark.parametrize("key", ["role", "model", "served-model-name", "port"])
+def test_missing_required_key_raises_naming_the_file(tmp_path, key):
+    head, small = _GOOD.rsplit("[[server]]", 1)  # drop the key from the small server only
+    small = "\n".join(ln for ln in small.splitlines() if not ln.startswith(f"{key} ="))
+    path = _write(tmp_path, head + "[[server]]" + small + "\n")
+    with pytest.raises(ValueError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_config_path_unknown_name_lists_known_configs():
+    with pytest.raises(FileNotFoundError) as info:
+        config_path("nope")
+    message = str(info.value)
+    assert "'nope'" in message
+    for name in CONFIG_NAMES:
+        assert name in message
+    with pytest.raises(FileNotFoundError):
+        load_config("nope")
+
+
+def test_config_path_names_and_paths(tmp_path):
+    assert config_path("cpu") == SERVERS_DIR / "cpu.toml"
+    assert config_path(tmp_path / "x.toml") == tmp_path / "x.toml"  # a .toml path, even missing
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "x.toml")
+
+
+# --- processes with a stand-in server ----------------------------------------------------------
+
+FAKE_SERVER = r'''
+"""Stand-in for vllm.entrypoints.openai.api_server: /health answers 503, then 200 after a delay."""
+import argparse, json, os, subprocess, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--host", default="127.0.0.1")
+parser.add_argument("--port", type=int, required=True)
+parser.add_argument("--served-model-name", default="fake")
+args, rest = parser.parse_known_args()
+print("fake vllm argv:", json.dumps(sys.argv[1:]), flush=True)
+
+mode = os.environ.get("FAKE_MODE", "ok")
+delay = float(os.environ.get("FAKE_DELAY", "0.3"))
+if mode == "crash":
+    time.sleep(delay)
+    print("RuntimeError: fake engine failed to start (no memory)", flush=True)
+    sys.exit(3)
+
+# a worker in the server's process group (as vLLM's engine core is): stop_one must end it too
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+if os.environ.get("FAKE_WORKER_PID_FILE"):
+    with open(os.environ["FAKE_WORKER_PID_FILE"], "w") as f:
+        f.write(str(worker.pid))
+ready_at = time.monotonic() + delay
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/health":
+            ok = mode != "never" and time.monotonic() >= ready_at
+            self.send_response(200 if ok else 503)
+            self.end_headers()
+        elif self.path == "/v1/models":
+            body = json.dumps({"data": [{"id": args.served_model_name}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self.send_response(404)
+            self.end_headers()
+    def log_message(self, *a):
+        pass
+
+ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie child of ours counts as gone)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: ask the kernel
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except OSError:
+        return True
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class Fakes:
+    """Builds ServerSpecs that run the stand-in server; ends whatever was left running."""
+
+    def __init__(self, root: Path, home: Path):
+        self.root = root
+        self.home = home
+        pkg = root / "fakepath" / "vllm" / "entrypoints" / "openai"
+        pkg.mkdir(parents=True)
+        for d in (pkg, pkg.parent, pkg.parent.parent):
+            (d / "__init__.py").write_text("")
+        (pkg / "api_server.py").write_text(FAKE_SERVER)
+        self.pythonpath = str(root / "fakepath")
+        self.worker_files: list[Path] = []
+
+    def spec(self, role: str = "base", *, mode: str = "ok", delay: float = 0.3,
+             health_timeout: float = 30.0, port: int | None = None) -> ServerSpec:
+        port = port or free_port()
+        worker_file = self.root / f"worker-{role}-{port}.pid"
+        self.worker_files.append(worker_file)
+        return ServerSpec(
+            role=role, model="/nowhere/model", served_model_name=f"fake-{role}",
+            host="127.0.0.1", port=port, python=sys.executable,
+            env={"PYTHONPATH": self.pythonpath, "FAKE_MODE": mode, "FAKE_DELAY": str(delay),
+                 "FAKE_WORKER_PID_FILE": str(worker_file)},
+            options={"dtype": "float32", "enforce-eager": True},
+            health_timeout=health_timeout,
+        )
+
+    def worker_pid(self, spec: ServerSpec) -> int:
+        path = self.root / f"worker-{spec.role}-{spec.port}.pid"
+        deadline = time.monotonic() + 10
+        while not path.exists() or not path.read_text():
+            assert time.monotonic() < deadline, "the stand-in never wrote its worker's pid"
+            time.sleep(0.05)
+        return int(path.read_text())
+
+    def cleanup(self) -> None:
+        """Kill, by pid, the stand-ins this test started and that are still running."""
+        pids = []
+        run = self.home / "run"
+        if run.is_dir():
+            for f in run.glob("*.pid"):
+                with contextlib.suppress(ValueError):
+                    pids.append(int(f.read_text()))
+        for f in self.worker_files:
+            if f.exists() and f.read_text():
+                pids.append(int(f.read_text()))
+        for pid in pids:
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                _wait_gone(pid, 5)
+
+
+@pytest.fixture
+def fakes(tmp_path, isolated_home):
+    f = Fakes(tmp_path, isolated_home)
+    yield f
+    f.cleanup()
+
+
+def quiet(*_args):
+    pass
+
+
+def test_fake_module_is_found_through_spec_env(fakes):
+    spec = fakes.spec()
+    assert spec.argv()[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    assert spec.environment()["PYTHONPATH"] == fakes.pythonpath
+
+
+def test_start_one_waits_for_health_writes_pid_and_log(fakes, isolated_home):
+    spec = fakes.spec(delay=0.5)
+    messages: list[str] = []
+    assert not servers.healthy(spec)
+    pid = start_one(spec, echo=messages.append)
+    try:
+        assert isinstance(pid, int)
+        assert servers.healthy(spec)  # it returned only once /health said 200
+        pid_file = isolated_home / "run" / f"base-{spec.port}.pid"
+        assert pid_file.read_text() == str(pid)
+        log = isolated_home / "logs" / f"base-{spec.port}.log"
+        assert servers.log_path(spec) == log
+        text = log.read_text()
+        assert "fake vllm argv:" in text
+        logged = json.loads(text.split("fake vllm argv:", 1)[1].splitlines()[0])
+        assert logged == spec.argv()[3:]
+        assert os.getpgid(pid) == pid  # its own process group, its own session
+        assert os.getsid(pid) == pid
+        assert any("starting fake-base" in m for m in messages)
+        assert any("ready" in m for m in messages)
+        assert servers.served_models(spec) == ["fake-base"]
+        row = servers.status(ServerSet("t", (spec,)))[0]
+        assert row["healthy"] and row["served"] == ["fake-base"] and row["log"] == str(log)
+    finally:
+        stop_one(spec)
+
+
+def test_second_start_one_on_a_healthy_server_returns_none(fakes, isolated_home):
+    spec = fakes.spec()
+    pid = start_one(spec, echo=quiet)
+    try:
+        messages: list[str] = []
+        assert start_one(spec, echo=messages.append) is None
+        assert any("already up" in m for m in messages)
+        # the pid file still names the first process, which still runs
+        assert (isolated_home / "run" / f"base-{spec.port}.pid").read_text() == str(pid)
+        assert _alive(pid)
+    finally:
+        stop_one(spec)
+
+
+def test_stop_one_ends_the_process_group_and_removes_the_pid_file(fakes, isolated_home):
+    spec = fakes.spec()
+    pid = start_one(spec, echo=quiet)
+    worker = fakes.worker_pid(spec)
+    assert os.getpgid(worker) == pid and _alive(worker)
+    messages: list[str] = []
+    assert stop_one(spec, echo=messages.append) is True
+    assert not _alive(pid)
+    assert _wait_gone(worker), "the server's worker survived stop_one"
+    assert not (isolated_home / "run" / f"base-{spec.port}.pid").exists()
+    assert not servers.healthy(spec)
+    assert any(f"pid {pid}" in m for m in messages)
+    # nothing left to stop
+    assert stop_one(spec) is False
+
+
+def test_stop_one_without_pid_file_or_with_a_stale_one(fakes, isolated_home):
+    spec = fakes.spec()
+    assert stop_one(spec) is False
+    pid_file = isolated_home / "run" / f"base-{spec.port}.pid"
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text("garbage")
+    assert stop_one(spec) is False
+    # a pid file whose process is gone: cleaned up, nothing signalled (no pid reaches pid_max)
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text())
+    pid_file.write_text(str(gone))
+    assert stop_one(spec) is True
+    assert not pid_file.exists()
+
+
+def test_stop_one_kills_a_server_that_ignores_sigterm(fakes, isolated_home):
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+         " print('ready', flush=True); time.sleep(600)"],
+        start_new_session=True, stdout=subprocess.PIPE, text=True)
+    try:
+        assert stubborn.stdout.readline().strip() == "ready"  # the handler is in place
+        spec = fakes.spec()
+        pid_file = isolated_home / "run" / f"base-{spec.port}.pid"
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(str(stubborn.pid))
+        started = time.monotonic()
+        assert stop_one(spec, timeout=0.5) is True
+        assert 0.5 <= time.monotonic() - started < 5  # gave SIGTERM its time, then SIGKILL
+        assert _wait_gone(stubborn.pid, 5)  # (stop_one may have reaped it: Popen cannot tell)
+        assert not pid_file.exists()
+    finally:
+        if stubborn.poll() is None:
+            stubborn.kill()
+            stubborn.wait()
+
+
+def test_a_server_that_exits_while_starting_raises_with_the_log_tail(fakes, isolated_home):
+    spec = fakes.spec(mode="crash", delay=0.2)
+    with pytest.raises(ServerError) as info:
+        start_one(spec, echo=quiet)
+    message = str(info.value)
+    assert "base server exited with code 3 while starting" in message
+    assert "fake engine failed to start (no memory)" in message  # the log's tail
+    assert str(isolated_home / "logs" / f"base-{spec.port}.log") in message
+    assert not (isolated_home / "run" / f"base-{spec.port}.pid").exists()
+
+
+def test_a_server_never_healthy_is_stopped_after_its_health_timeout(fakes, isolated_home):
+    spec = fakes.spec(mode="never", health_timeout=1.5)
+    started = time.monotonic()
+    with pytest.raises(ServerError, match="not healthy after 2 s") as info:
+        start_one(spec, echo=quiet)
+    assert time.monotonic() - started < 15
+    assert str(servers.log_path(spec)) in str(info.value)
+    assert not (isolated_home / "run" / f"base-{spec.port}.pid").exists()
+    assert _wait_gone(fakes.worker_pid(spec)), "the timed-out server's worker survived"
+    assert not servers.healthy(spec)
+
+
+def test_missing_server_environment_is_reported_before_starting(fakes, tmp_path):
+    spec = ServerSpec(role="small", model="m", served_model_name="n", host="127.0.0.1",
+                      port=free_port(), python=str(tmp_path / "no-venv" / "bin" / "python"))
+    with pytest.raises(ServerError, match="no server environment at .*no-venv"):
+        start_one(spec, echo=quiet)
+    assert not servers.log_path(spec).exists()
+
+
+def test_logs_append_across_starts(fakes):
+    spec = fakes.spec()
+    start_one(spec, echo=quiet)
+    stop_one(spec)
+    start_one(spec, echo=quiet)
+    stop_one(spec)
+    assert servers.log_path(spec).read_text().count("fake vllm argv:") == 2
+
+
+def test_start_stops_the_ones_it_started_when_a_later_one_fails(fakes, isolated_home):
+    base = fakes.spec("base")
+    small = fakes.spec("small", mode="crash")
+    with pytest.raises(ServerError, match="small server exited"):
+        start(ServerSet("t", (base, small)), echo=quiet)
+    assert not servers.healthy(base)
+    assert _wait_gone(fakes.worker_pid(base))
+    assert list((isolated_home / "run").glob("*.pid")) == []
+
+
+class _Healthy:
+    """An in-process server that is 'already up' (not started by the launcher)."""
+
+    def __init__(self):
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200 if self.path == "/health" else 404)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_launch_stops_what_it_started(fakes, isolated_home):
+    s = ServerSet("t", (fakes.spec("base"), fakes.spec("small")))
+    with launch(s, echo=quiet) as up:
+        assert up is s
+        assert all(servers.healthy(x) for x in s.servers)
+        pids = [int((isolated_home / "run" / f"{x.role}-{x.port}.pid").read_text())
+                for x in s.servers]
+    assert all(not _alive(p) for p in pids)
+    assert not any(servers.healthy(x) for x in s.servers)
+    assert list((isolated_home / "run").glob("*.pid")) == []
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()],
+                         ids=["error", "ctrl-c"])
+def test_launch_stops_what_it_started_when_the_body_raises(fakes, isolated_home, exc):
+    s = ServerSet("t", (fakes.spec("base"), fakes.spec("small")))
+    with pytest.raises(type(exc)), launch(s, echo=quiet):
+        workers = [fakes.worker_pid(x) for x in s.servers]
+        raise exc
+    assert not any(servers.healthy(x) for x in s.servers)
+    assert all(_wait_gone(w) for w in workers)
+    assert list((isolated_home / "run").glob("*.pid")) == []
+
+
+def test_launch_leaves_servers_that_were_already_up(fakes, isolated_home):
+    already = _Healthy()
+    try:
+        base = fakes.spec("base", port=already.port)
+        small = fakes.spec("small")
+        with pytest.raises(RuntimeError), launch(ServerSet("t", (base, small)), echo=quiet):
+            raise RuntimeError("boom")
+        assert servers.healthy(base)  # not ours: left running
+        assert not servers.healthy(small)
+        assert not (isolated_home / "run" / f"base-{base.port}.pid").exists()
+    finally:
+        already.close()
+
+
+def test_launch_by_config_path(fakes, tmp_path, isolated_home):
+    """launch() also takes a TOML path; the file's env reaches the stand-in."""
+    ports = free_port(), free_port()
+    path = _write(tmp_path, f"""
+        [defaults]
+        python = "{sys.executable}"
+        host = "127.0.0.1"
+        health_timeout = 30
+        [defaults.env]
+        PYTHONPATH = "{fakes.pythonpath}"
+        FAKE_DELAY = "0.1"
+        [defaults.options]
+        dtype = "float32"
+        [[server]]
+        role = "base"
+        model = "{{models}}/b"
+        served-model-name = "b"
+        port = {ports[0]}
+        [[server]]
+        role = "small"
+        model = "{{models}}/s"
+        served-model-name = "s"
+        port = {ports[1]}
+        """, "fake.toml")
+    with launch(path, echo=quiet) as s:
+        assert s.name == "fake"
+        assert [servers.served_models(x) for x in s.servers] == [["b"], ["s"]]
+        ctx = s.context()
+        assert ctx.base_url == f"http://127.0.0.1:{ports[0]}/v1" and ctx.small_model == "s"
+        log = servers.log_path(s.role("base")).read_text()
+        assert f"{isolated_home}/models/b" in log
+    assert not any(servers.healthy(x) for x in s.servers)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: Ctrl-C (or any exception) while start_one waits for /health leaves the server being "
+    "started running: start()/launch() only stop servers whose start_one returned, and start_one "
+    "has no cleanup of its own process; the server is in its own session, so the terminal's "
+    "SIGINT does not reach it either"))
+def test_ctrl_c_while_waiting_for_health_stops_the_server_being_started(fakes, isolated_home,
+                                                                         monkeypatch):
+    spec = fakes.spec(mode="never")
+
+    def interrupted(_seconds):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(servers, "time", SimpleNamespace(monotonic=time.monotonic, sleep=interrupted))
+        with pytest.raises(KeyboardInterrupt), launch(ServerSet("t", (spec,)), echo=quiet):
+            pytest.fail("the body must not run")
+    worker = fakes.worker_pid(spec)
+    assert _wait_gone(worker, 3), "the server being started was left running"
+    assert not (isolated_home / "run" / f"base-{spec.port}.pid").exists()
