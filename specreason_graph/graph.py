@@ -17,7 +17,7 @@ from typing import Literal
 
 import openai
 from langchain_core.language_models import BaseChatModel
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, RetryPolicy
@@ -112,8 +112,10 @@ def judge(state: State, runtime: Runtime[Context], models: Models) -> dict:
 def regenerate(state: State, runtime: Runtime[Context], models: Models) -> dict:
     """The base model rewrites a rejected step from the same prefix (it never sees the draft)."""
     ctx = _ctx(runtime)
+    pending = state["pending"]
+    assert pending is not None
     reply = _write(models.base(ctx), state, ctx)
-    return {"pending": {**state["pending"], "writer": "base", "text": reply.text,
+    return {"pending": {**pending, "writer": "base", "text": reply.text,
                         "tokens": reply.tokens, "truncated": reply.truncated,
                         "ended_turn": reply.ended_turn, "base_tokens": reply.tokens,
                         "base_ms": reply.ms}}
@@ -153,7 +155,7 @@ def commit(state: State, runtime: Runtime[Context]) -> dict:
 def next_step(state: State, runtime: Runtime[Context]) -> Literal["base_step", "draft", "__end__"]:
     """Stop once a stop reason is recorded; else the base model writes the first N, the small the rest."""
     if state.get("stop_reason"):
-        return END
+        return "__end__"
     return "base_step" if len(state["steps"]) < _ctx(runtime).first_n_base else "draft"
 
 
@@ -171,7 +173,7 @@ SERVER_ERRORS = (openai.APIConnectionError, openai.APITimeoutError, openai.Inter
 
 
 def build_graph(*, small: BaseChatModel | None = None, base: BaseChatModel | None = None,
-                retry: RetryPolicy | None = None) -> StateGraph:
+                retry: RetryPolicy | None = None) -> StateGraph[State, Context, InputState, OutputState]:
     """The uncompiled SpecReason graph. Pass chat models to use them instead of the Context's
     endpoints; compile it with your own checkpointer (``builder.compile(checkpointer=...)``)."""
     models = Models(small, base)
@@ -195,9 +197,11 @@ def build_graph(*, small: BaseChatModel | None = None, base: BaseChatModel | Non
     return builder
 
 
-def compile_graph(**kwargs: object) -> CompiledStateGraph:
-    """``build_graph(**kwargs)`` compiled without a checkpointer, named for Studio and tracing."""
-    return build_graph(**kwargs).compile(name="specreason")  # type: ignore[arg-type]
+def compile_graph(
+    *, small: BaseChatModel | None = None, base: BaseChatModel | None = None,
+) -> CompiledStateGraph[State, Context, InputState, OutputState]:
+    """``build_graph(...)`` compiled without a checkpointer, named for Studio and tracing."""
+    return build_graph(small=small, base=base).compile(name="specreason")
 
 
 graph = compile_graph()

@@ -14,6 +14,7 @@ from pathlib import Path
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from specreason_graph.resources import resource_dir
+from specreason_graph.rules import THINK_CLOSE
 
 
 @cache
@@ -53,10 +54,14 @@ def step_messages(user_prompt: str, steps: list[str], opener: str, delimiter: st
 
 def judge_messages(user_prompt: str, steps: list[str], candidate: str, opener: str,
                    delimiter: str) -> list[BaseMessage]:
-    """Messages for scoring ``candidate`` as the step after ``steps`` (continued at the digit)."""
+    """Messages for scoring ``candidate`` as the step after ``steps`` (continued at the digit).
+
+    A '</think>' in the candidate is left out: reasoning models' chat templates drop everything
+    before it from an assistant turn in the history, so the judge would not see the reasoning.
+    """
     return [
         HumanMessage(user_prompt),
-        AIMessage(thinking(opener, steps, delimiter) + candidate),
+        AIMessage(thinking(opener, steps, delimiter) + candidate.replace(THINK_CLOSE, "")),
         HumanMessage(load("judge")),
         AIMessage(load("judge_prefill")),
     ]

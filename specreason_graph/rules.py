@@ -92,7 +92,7 @@ def stop_reason(steps: Sequence[str], kept_tokens: int, budget: int, ended_turn:
 
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_ANSWER_LINE = re.compile(r"(?:Answer|ANSWER):\s*(.+)")
+_ANSWER_LINE = re.compile(r"(?:Answer|ANSWER):[ \t]*(\S.*)")
 
 
 def extract_answer(text: str) -> str | None:

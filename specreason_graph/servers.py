@@ -133,6 +133,9 @@ def config_path(name_or_path: str | os.PathLike[str]) -> Path:
 def load_config(name_or_path: str | os.PathLike[str] = "cpu") -> ServerSet:
     path = config_path(name_or_path)
     data = tomllib.loads(path.read_text(encoding="utf-8"))
+    if set(data) - {"defaults", "server"}:
+        raise ValueError(f"{path}: unknown tables {sorted(set(data) - {'defaults', 'server'})}; "
+                         "a config has [defaults] and [[server]] tables only")
     defaults = data.get("defaults", {})
     places = {"home": str(home()), "models": str(home() / "models")}
     specs = []
@@ -144,6 +147,9 @@ def load_config(name_or_path: str | os.PathLike[str] = "cpu") -> ServerSet:
                                  "model", "served-model-name", "port"}
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)} in a [[server]] table")
+        missing = {"role", "model", "served-model-name", "port"} - set(merged)
+        if missing:
+            raise ValueError(f"{path}: a [[server]] table lacks {sorted(missing)}")
         specs.append(ServerSpec(
             role=merged["role"],
             model=merged["model"].format(**places),
@@ -192,6 +198,15 @@ def _pid_path(spec: ServerSpec) -> Path:
     return _run_dir() / f"{spec.role}-{spec.port}.pid"
 
 
+def _ours(pid: int, spec: ServerSpec) -> bool:
+    """The pid still runs this spec's server (not a recycled pid after a reboot or a kill -9)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return _alive(pid)  # no /proc: trust the pid file
+    return ENTRYPOINT.encode() in cmdline and str(spec.port).encode() in cmdline
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -225,16 +240,19 @@ def start_one(spec: ServerSpec, *, echo=print) -> int | None:
                                    start_new_session=True)
     _pid_path(spec).write_text(str(process.pid))
     started = time.monotonic()
-    while not healthy(spec):
-        if process.poll() is not None:
-            _pid_path(spec).unlink(missing_ok=True)
-            raise ServerError(f"{spec.role} server exited with code {process.returncode} while "
-                              f"starting; last lines of {log}:\n{_tail(log)}")
-        if time.monotonic() - started > spec.health_timeout:
-            stop_one(spec)
-            raise ServerError(f"{spec.role} server not healthy after {spec.health_timeout:.0f} s; "
-                              f"see {log}")
-        time.sleep(1.0)
+    try:
+        while not healthy(spec):
+            if process.poll() is not None:
+                _pid_path(spec).unlink(missing_ok=True)
+                raise ServerError(f"{spec.role} server exited with code {process.returncode} "
+                                  f"while starting; last lines of {log}:\n{_tail(log)}")
+            if time.monotonic() - started > spec.health_timeout:
+                raise ServerError(f"{spec.role} server not healthy after "
+                                  f"{spec.health_timeout:.0f} s; see {log}")
+            time.sleep(1.0)
+    except BaseException:  # also Ctrl-C: the server is in its own session and would outlive us
+        stop_one(spec)
+        raise
     echo(f"{spec.role}: ready in {time.monotonic() - started:.0f} s")
     return process.pid
 
@@ -246,7 +264,7 @@ def stop_one(spec: ServerSpec, *, timeout: float = 30.0, echo=lambda *_: None) -
         pid = int(pid_file.read_text())
     except (OSError, ValueError):
         return False
-    if _alive(pid):
+    if _alive(pid) and _ours(pid, spec):
         echo(f"{spec.role}: stopping (pid {pid})")
         try:
             os.killpg(pid, signal.SIGTERM)  # the server's own group: its engine workers go too

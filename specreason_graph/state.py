@@ -8,9 +8,9 @@ decided (draft → judge → maybe regenerate); it is replaced, never merged, an
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NotRequired
 
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 Writer = Literal["small", "base"]
 StopReason = Literal["answer", "repeated_step", "token_budget", "finished"]

@@ -333,11 +333,6 @@ def test_think_close_with_answer_is_kept():
     assert out["answer"] == "1"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (judgement call): the judge's assistant turn carries the raw draft, so a draft with "
-    "'</think>' and no answer puts '</think>' into a pre-filled turn (specreason.md: never do "
-    "that, reasoning templates delete the thinking before it), and the judge scores text that "
-    "differs from what commit would keep (close_think is applied only at commit)"))
 def test_judge_never_sees_think_close_of_a_step_that_would_be_cleaned():
     _, _, base = run(
         [step("x = 1"), step("so y = 2 </think>"), step(r"\boxed{1}")],

@@ -222,9 +222,6 @@ def test_extract_answer_none(text):
     assert extract_answer(text) is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an 'Answer:' marker followed only by spaces yields '' instead of None: the fallback "
-    "regex (?:Answer|ANSWER):\\s*(.+) lets \\s* match nothing so (.+) captures the spaces"))
 def test_extract_answer_empty_answer_line_is_none():
     assert extract_answer("Answer:   ") is None
 
