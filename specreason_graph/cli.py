@@ -27,6 +27,7 @@ from typing import Any
 import openai
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from specreason_graph import datasets, servers
@@ -157,7 +158,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def _run(graph, question: str, gold: str | None, ctx: Context, as_json: bool) -> int:
-    console.print(f"[bold]Question:[/] {question.strip()}\n")
+    (err if as_json else console).print(f"[bold]Question:[/] {question.strip()}\n")
     started = time.perf_counter()
     final: dict[str, Any] = {}
     trace: list[Any] = []
@@ -165,7 +166,7 @@ def _run(graph, question: str, gold: str | None, ctx: Context, as_json: bool) ->
         for mode, chunk in graph.stream({"problem": question}, context=ctx,
                                         stream_mode=["custom", "values"]):
             if mode == "custom" and chunk.get("event") == "step":
-                _print_step(chunk)
+                _print_step(chunk, err if as_json else console)
             elif mode == "values":
                 final = chunk
                 trace = list(chunk.get("trace") or trace)
@@ -185,17 +186,17 @@ def _run(graph, question: str, gold: str | None, ctx: Context, as_json: bool) ->
     return 0
 
 
-def _print_step(event: dict[str, Any]) -> None:
+def _print_step(event: dict[str, Any], out: Console) -> None:
     if event["forced"]:
         verdict = "[blue]base (forced)[/]"
     elif event["accepted"]:
         verdict = f"[green]small ✓ score {event['score']:.1f}[/]"
     else:
         verdict = f"[red]small ✗ score {event['score']:.1f}[/] → [blue]base rewrote[/]"
-    console.print(f"[bold]step {event['index']}[/]  {verdict}  "
-                  f"[dim]{event['tokens']} tok, {event['ms'] / 1000:.1f} s[/]")
-    console.print(event["text"].strip() or "[dim](empty)[/]", markup=False, highlight=False)
-    console.print()
+    out.print(f"[bold]step {event['index']}[/]  {verdict}  "
+              f"[dim]{event['tokens']} tok, {event['ms'] / 1000:.1f} s[/]")
+    out.print(event["text"].strip() or "(empty)", markup=False, highlight=False)
+    out.print()
 
 
 def _print_summary(final: dict[str, Any], trace: list, wall: float, gold: str | None) -> None:
@@ -266,10 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except CliError as exc:
-        err.print(f"[red]error:[/] {exc}", markup=True)
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     except (servers.ServerError, FileNotFoundError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
