@@ -47,6 +47,16 @@ class JudgeReply:
     ms: float
 
 
+@dataclass(frozen=True)
+class Reply:
+    """A plain completion (no step delimiter)."""
+
+    text: str
+    tokens: int
+    finish_reason: str | None
+    ms: float
+
+
 @lru_cache(maxsize=32)
 def chat_model(url: str, model: str, api_key: str | None, timeout: float) -> ChatOpenAI:
     """The shared client for one endpoint. Retries belong to the graph's RetryPolicy, not here."""
@@ -93,6 +103,22 @@ def write_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_fin
     _, out_tokens, _ = _usage(reply)
     return StepReply(text=text, tokens=out_tokens, truncated=finish == "length",
                      ended_turn=finish == "stop" and not at_delimiter, ms=ms)
+
+
+def complete(chat: BaseChatModel, messages: list[BaseMessage], *, max_tokens: int,
+             temperature: float, top_p: float | None = None, seed: int | None = None) -> Reply:
+    """One ordinary chat completion (for agents built around the graph: routing, direct answers)."""
+    started = time.perf_counter()
+    params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+    if top_p is not None:
+        params["top_p"] = top_p
+    if seed is not None:
+        params["seed"] = seed
+    reply = chat.invoke(messages, **params)
+    _, out_tokens, _ = _usage(reply)
+    return Reply(text=str(reply.text), tokens=out_tokens,
+                 finish_reason=reply.response_metadata.get("finish_reason"),
+                 ms=(time.perf_counter() - started) * 1000)
 
 
 def judge(chat: BaseChatModel, messages: list[BaseMessage], *, top_logprobs: int) -> JudgeReply:

@@ -81,3 +81,13 @@ class Context:
         if not self.small_url.startswith(("http://", "https://")):
             raise ValueError(f"small_url must be an http(s) URL, got {self.small_url!r}")
         return self
+
+
+def current(context: object) -> Context:
+    """The Context of a run: ``runtime.context`` when it is ours, else the defaults.
+
+    A graph invoked inside another graph's node inherits that graph's context; when the outer
+    graph has a context of its own (an agent's), SpecReason falls back to its defaults (and the
+    environment) rather than reading fields the outer context does not have.
+    """
+    return context if isinstance(context, Context) else Context()

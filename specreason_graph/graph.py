@@ -22,7 +22,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, RetryPolicy
 
-from specreason_graph import client, prompts, rules
+from specreason_graph import client, context, prompts, rules
 from specreason_graph.context import Context
 from specreason_graph.state import InputState, OutputState, State, StepRecord
 
@@ -43,7 +43,7 @@ class Models:
 
 
 def _ctx(runtime: Runtime[Context]) -> Context:
-    return runtime.context if runtime.context is not None else Context()
+    return context.current(runtime.context)
 
 
 def _write(chat: BaseChatModel, state: State, ctx: Context) -> client.StepReply:
@@ -75,6 +75,9 @@ def setup(state: InputState, runtime: Runtime[Context]) -> dict:
     problem = state.get("problem")
     if not isinstance(problem, str) or not problem.strip():
         raise ValueError("the problem is empty: give the question as a non-empty string")
+    threshold = state.get("threshold")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0 <= threshold <= 10):
+        raise ValueError(f"threshold must be a number from 0 to 10, got {threshold!r}")
     return {"user_prompt": prompts.render_problem(_ctx(runtime).prompt, problem),
             "steps": Overwrite([]), "trace": Overwrite([]), "kept_tokens": 0,
             "pending": None, "stop_reason": None, "answer": None}
@@ -102,9 +105,11 @@ def judge(state: State, runtime: Runtime[Context], models: Models) -> dict:
         top_logprobs=ctx.judge_top_logprobs)
     score = (rules.greedy_score(reply.token) if ctx.score_method == "greedy"
              else rules.expected_score(reply.top_logprobs))
+    threshold = state.get("threshold")
+    threshold = ctx.threshold if threshold is None else threshold
     return {"pending": {**pending, "score": score, "judge_token": reply.token,
                         "judge_alternatives": reply.top_logprobs,
-                        "accepted": score >= ctx.threshold, "judge_ms": reply.ms,
+                        "accepted": score >= threshold, "judge_ms": reply.ms,
                         "judge_prompt_tokens": reply.prompt_tokens,
                         "judge_cached_tokens": reply.cached_tokens}}
 

@@ -61,6 +61,8 @@ class InputState(TypedDict):
 
     problem: str
     """The question, as plain text (multiple-choice options included in the text)."""
+    threshold: NotRequired[float | None]
+    """Per-problem override of Context.threshold (an agent retrying more strictly sets it)."""
 
 
 class OutputState(TypedDict):
@@ -81,6 +83,7 @@ class State(TypedDict):
     """Everything the graph keeps while it reasons."""
 
     problem: str
+    threshold: NotRequired[float | None]
     user_prompt: NotRequired[str]
     """The problem rendered into the prompt file once, so every call sends identical bytes."""
     steps: Annotated[list[str], operator.add]

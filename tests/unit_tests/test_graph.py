@@ -597,3 +597,24 @@ def test_reused_thread_starts_a_fresh_trace():
     saved = graph.get_state(config).values
     assert saved["steps"] == ["c = 5", r"\boxed{7}"]
     assert len(saved["trace"]) == 2
+
+
+# --- per-problem threshold override (agents that retry more strictly) ------------------------------
+
+def test_threshold_in_the_input_overrides_the_context():
+    small = ScriptedModel(script=[step("a = 1")])
+    base = ScriptedModel(script=by_kind([step(r"base: \boxed{1}")], [score("8")]))
+    out = build_graph(small=small, base=base).compile().invoke(
+        {"problem": PROBLEM, "threshold": 9}, context=Context(threshold=7))
+    assert [r["accepted"] for r in out["trace"]] == [False]
+    assert out["trace"][0]["writer"] == "base" and out["stop_reason"] == "answer"
+
+
+@pytest.mark.parametrize("bad", [-1, 10.5, "high"])
+def test_threshold_override_out_of_range_is_refused_before_any_call(bad):
+    small = ScriptedModel(script=[])
+    base = ScriptedModel(script=[])
+    g = build_graph(small=small, base=base).compile()
+    with pytest.raises(ValueError, match="threshold must be a number from 0 to 10"):
+        g.invoke({"problem": "q", "threshold": bad}, context=Context())
+    assert small.calls == [] and base.calls == []

@@ -1,0 +1,114 @@
+"""The Studio path: a real ``langgraph dev`` server (offline) driven by the real ``langgraph-sdk``
+client, running SpecReason against the real vLLM servers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from langgraph_sdk import get_sync_client
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PORT = int(os.environ.get("SPECREASON_TEST_STUDIO_PORT", "8123"))
+SMALL_RUN = {"seed": 0, "token_budget": 40, "max_step_tokens": 32}
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.fixture(scope="module")
+def studio(local_servers, tmp_path_factory):
+    """``langgraph dev`` on a fixed loopback port, pointed at the local servers by environment."""
+    assert _free(PORT), f"port {PORT} is taken; set SPECREASON_TEST_STUDIO_PORT"
+    ctx = local_servers.context()
+    env = {
+        **os.environ,
+        "LANGGRAPH_CLI_NO_ANALYTICS": "1",     # offline: no analytics,
+        "LANGSMITH_TRACING": "false",          # no tracing,
+        "LANGCHAIN_TRACING_V2": "false",
+        "LANGGRAPH_NO_VERSION_CHECK": "1",     # no version check
+        "SPECREASON_BASE_URL": ctx.base_url, "SPECREASON_BASE_MODEL": ctx.base_model,
+        "SPECREASON_SMALL_URL": ctx.small_url, "SPECREASON_SMALL_MODEL": ctx.small_model,
+    }
+    log = tmp_path_factory.mktemp("studio") / "langgraph-dev.log"
+    with open(log, "wb") as sink:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "langgraph"), "dev", "--no-browser", "--no-reload",
+             "--host", "127.0.0.1", "--port", str(PORT)],
+            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/ok", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "langgraph dev did not come up"
+                time.sleep(1)
+        yield get_sync_client(url=f"http://127.0.0.1:{PORT}")
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def stream_run(client, assistant_id: str, problem: str):
+    thread = client.threads.create()
+    events = []
+    for part in client.runs.stream(thread["thread_id"], assistant_id, input={"problem": problem},
+                                   stream_mode=["custom", "values"], context=None):
+        if part.event == "custom":
+            events.append(part.data)
+    state = client.threads.get_state(thread["thread_id"])["values"]
+    return events, state
+
+
+def test_studio_lists_the_graphs_with_their_settings(studio):
+    assistants = {a["graph_id"]: a for a in studio.assistants.search(limit=50)}
+    assert "specreason" in assistants
+    schemas = studio.assistants.get_schemas(assistants["specreason"]["assistant_id"])
+    context_fields = schemas["context_schema"]["properties"]
+    for name in ("threshold", "score_method", "first_n_base", "token_budget", "base_url"):
+        assert name in context_fields, name
+    assert "problem" in schemas["input_schema"]["properties"]
+
+
+def test_studio_streams_steps_and_keeps_the_final_state(studio):
+    strict = studio.assistants.create("specreason", context={**SMALL_RUN, "threshold": 10},
+                                      name="strict (threshold 10)")
+    fast = studio.assistants.create("specreason", context={**SMALL_RUN, "threshold": 0},
+                                    name="fast (threshold 0)")
+    events, state = stream_run(studio, fast["assistant_id"], "What is 3 + 4?")
+    assert events and all(e["event"] == "step" for e in events)
+    assert state["stop_reason"] is not None
+    assert [e["text"] for e in events] == state["steps"]
+    assert all(r["writer"] == "small" and r["accepted"] for r in state["trace"])
+
+    # The assistant's setting takes effect: threshold 10 makes the base model write every step.
+    events, state = stream_run(studio, strict["assistant_id"], "What is 3 + 4?")
+    assert state["trace"] and all(r["writer"] == "base" and r["accepted"] is False
+                                  for r in state["trace"])
+    assert [e["writer"] for e in events] == ["base"] * len(events)
+
+
+def test_bad_setting_from_a_client_fails_the_run_with_the_field_named(studio):
+    bad = studio.assistants.create("specreason", context={"threshold": 42}, name="bad")
+    thread = studio.threads.create()
+    run = studio.runs.create(thread["thread_id"], bad["assistant_id"], input={"problem": "1+1?"})
+    result = studio.runs.join(thread["thread_id"], run["run_id"])
+    run = studio.runs.get(thread["thread_id"], run["run_id"])
+    assert run["status"] == "error"
+    assert "threshold" in str(result)
