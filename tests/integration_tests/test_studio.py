@@ -112,3 +112,19 @@ def test_bad_setting_from_a_client_fails_the_run_with_the_field_named(studio):
     run = studio.runs.get(thread["thread_id"], run["run_id"])
     assert run["status"] == "error"
     assert "threshold" in str(result)
+
+
+def test_steps_from_inside_a_subgraph_reach_the_client_with_stream_subgraphs(studio):
+    """The batch graph runs SpecReason inside its ``solve`` node: its step events arrive under a
+    namespaced event name (``custom|solve:<task id>``) only when the client asks for subgraphs."""
+    batch = next(a for a in studio.assistants.search(limit=50) if a["graph_id"] == "batch")
+    thread = studio.threads.create()
+    parts = list(studio.runs.stream(
+        thread["thread_id"], batch["assistant_id"], input={"questions": ["What is 3 + 4?"]},
+        context={**SMALL_RUN, "threshold": 0}, stream_mode=["custom", "values"],
+        stream_subgraphs=True))
+    custom = [p for p in parts if p.event.startswith("custom")]
+    assert custom and all("|solve:" in p.event for p in custom), [p.event for p in parts]
+    assert all(p.data["event"] == "step" for p in custom)
+    final = studio.threads.get_state(thread["thread_id"])["values"]
+    assert len(final["results"]) == 1 and final["results"][0]["steps"] == len(custom)
