@@ -26,7 +26,7 @@ demo: install
 
 # Unit tests (scripted models) and integration tests (real servers, started if not running).
 test: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest
 
 unit: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/unit_tests

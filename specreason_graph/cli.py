@@ -32,6 +32,7 @@ from rich.table import Table
 
 from specreason_graph import datasets, servers
 from specreason_graph.context import Context
+from specreason_graph.graph import ModelCallError
 from specreason_graph.summary import summarize
 
 console = Console(highlight=False, soft_wrap=True)
@@ -174,9 +175,10 @@ def _run(graph, question: str, gold: str | None, ctx: Context, as_json: bool) ->
         err.print(f"\n[yellow]Interrupted after {len(trace)} kept steps.[/]")
         _print_summary(final, trace, time.perf_counter() - started, gold)
         return 130
-    except (openai.APIConnectionError, openai.APITimeoutError, openai.APIStatusError) as exc:
-        url = getattr(getattr(exc, "request", None), "url", "?")
-        raise CliError(f"a model server failed after {len(trace)} kept steps ({url}): "
+    except ModelCallError as exc:
+        raise CliError(f"{exc} (after {len(trace)} kept steps; retries exhausted)") from None
+    except openai.APIError as exc:
+        raise CliError(f"a model server failed after {len(trace)} kept steps: "
                        f"{type(exc).__name__}: {exc}") from None
     wall = time.perf_counter() - started
     if as_json:

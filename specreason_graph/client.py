@@ -12,11 +12,13 @@ setting.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_openai import ChatOpenAI
@@ -45,6 +47,21 @@ class JudgeReply:
     prompt_tokens: int
     cached_tokens: int | None
     ms: float
+    error: str | None = None
+    """Why the reply could not be read (it then scores 0)."""
+
+
+class ContextFull(Exception):
+    """The server refused the request: prompt (+ output) exceed the model's context length."""
+
+
+_CONTEXT_FULL = ("maximum context length", "exceeds model's maximum context length")
+
+
+def _raise_if_context_full(exc: openai.BadRequestError) -> None:
+    message = str(exc)
+    if any(marker in message for marker in _CONTEXT_FULL):
+        raise ContextFull(message) from exc
 
 
 @dataclass(frozen=True)
@@ -81,7 +98,27 @@ def write_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_fin
                seed: int | None = None) -> StepReply:
     """Generate up to the next delimiter (continuing the pre-filled assistant turn if asked)."""
     started = time.perf_counter()
-    reply = chat.invoke(
+    try:
+        reply = _invoke_step(chat, messages, continue_final=continue_final, delimiter=delimiter,
+                             max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    except openai.BadRequestError as exc:
+        _raise_if_context_full(exc)
+        raise
+    ms = (time.perf_counter() - started) * 1000
+    text = str(reply.text)
+    finish = reply.response_metadata.get("finish_reason")
+    at_delimiter = text.endswith(delimiter)
+    if at_delimiter:
+        text = text[: -len(delimiter)]
+    _, out_tokens, _ = _usage(reply)
+    return StepReply(text=text, tokens=out_tokens, truncated=finish == "length",
+                     ended_turn=finish == "stop" and not at_delimiter, ms=ms)
+
+
+def _invoke_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_final: bool,
+                 delimiter: str, max_tokens: int, temperature: float, top_p: float,
+                 seed: int | None) -> AIMessage:
+    return chat.invoke(
         messages,
         stop=[delimiter],
         max_tokens=max_tokens,
@@ -93,16 +130,7 @@ def write_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_fin
             "add_generation_prompt": not continue_final,
             "include_stop_str_in_output": True,
         },
-    )
-    ms = (time.perf_counter() - started) * 1000
-    text = str(reply.text)
-    finish = reply.response_metadata.get("finish_reason")
-    at_delimiter = text.endswith(delimiter)
-    if at_delimiter:
-        text = text[: -len(delimiter)]
-    _, out_tokens, _ = _usage(reply)
-    return StepReply(text=text, tokens=out_tokens, truncated=finish == "length",
-                     ended_turn=finish == "stop" and not at_delimiter, ms=ms)
+    )  # type: ignore[return-value]
 
 
 def complete(chat: BaseChatModel, messages: list[BaseMessage], *, max_tokens: int,
@@ -124,14 +152,23 @@ def complete(chat: BaseChatModel, messages: list[BaseMessage], *, max_tokens: in
 def judge(chat: BaseChatModel, messages: list[BaseMessage], *, top_logprobs: int) -> JudgeReply:
     """One greedy token after the pre-filled score prefix, with the top alternatives' logprobs."""
     started = time.perf_counter()
-    reply = chat.invoke(
-        messages,
-        max_tokens=1,
-        temperature=0.0,
-        logprobs=True,
-        top_logprobs=top_logprobs,
-        extra_body={"continue_final_message": True, "add_generation_prompt": False},
-    )
+    try:
+        reply = chat.invoke(
+            messages,
+            max_tokens=1,
+            temperature=0.0,
+            logprobs=True,
+            top_logprobs=top_logprobs,
+            extra_body={"continue_final_message": True, "add_generation_prompt": False},
+        )
+    except openai.BadRequestError as exc:
+        _raise_if_context_full(exc)
+        raise
+    except (openai.APIResponseValidationError, json.JSONDecodeError) as exc:
+        # A reply that is not the JSON we asked for scores 0 (reject), recorded, never a crash.
+        return JudgeReply(token=None, top_logprobs=[], prompt_tokens=0, cached_tokens=None,
+                          ms=(time.perf_counter() - started) * 1000,
+                          error=f"{type(exc).__name__}: {exc}")
     ms = (time.perf_counter() - started) * 1000
     prompt_tokens, _, cached = _usage(reply)
     token, alternatives = _first_position(reply.response_metadata.get("logprobs"))

@@ -4,7 +4,8 @@ one token, a step below the threshold is rewritten by the base model from the sa
     START → setup → next_step ─┬→ base_step ───────────────────────────→ commit → next_step …
                                └→ draft → judge → by_score ─┬→ commit
                                                             └→ regenerate → commit
-    next_step → END once commit recorded a stop reason.
+    next_step → END once commit recorded a stop reason; a model whose context is full ends the
+    run from where it is (stop reason ``context_full``).
 
 Reads top to bottom: the nodes, the two routers, the wiring. Model calls go through ``client``,
 message layouts through ``prompts``, pure decisions through ``rules``.
@@ -60,7 +61,8 @@ def _record(state: State, **fields: object) -> StepRecord:
         "index": len(state["steps"]), "writer": "small", "text": "", "tokens": 0,
         "truncated": False, "ended_turn": False, "forced": False,
         "draft": None, "draft_tokens": 0, "draft_ms": 0.0,
-        "score": None, "judge_token": None, "judge_alternatives": [], "accepted": None,
+        "score": None, "judge_token": None, "judge_alternatives": [], "judge_error": None,
+        "accepted": None,
         "judge_prompt_tokens": 0, "judge_cached_tokens": None, "judge_ms": 0.0,
         "base_tokens": 0, "base_ms": 0.0, "ms": 0.0,
     }
@@ -83,9 +85,33 @@ def setup(state: InputState, runtime: Runtime[Context]) -> dict:
             "pending": None, "stop_reason": None, "answer": None}
 
 
-def draft(state: State, runtime: Runtime[Context], models: Models) -> dict:
+def _model_node(role: Literal["small", "base"]):
+    """Wrap a node that calls a model: a full context ends the run (stop reason ``context_full``);
+    a server error becomes a ``ModelCallError`` naming the server, the node and the step."""
+    def wrap(body):
+        def node(state: State, runtime: Runtime[Context], models: Models) -> dict:
+            ctx = _ctx(runtime)
+            url = ctx.small_url if role == "small" else ctx.base_url
+            try:
+                return body(state, ctx, models)
+            except client.ContextFull as exc:
+                if not state["steps"]:  # nothing fits: bad input, not a stop
+                    raise ValueError(f"the problem does not fit the {role} model's context at "
+                                     f"{url}: {exc}") from None
+                runtime.stream_writer({"event": "stop", "stop_reason": "context_full",
+                                       "detail": str(exc)})
+                return {"stop_reason": "context_full", "pending": None,
+                        "answer": rules.extract_answer(state["steps"][-1])}
+            except openai.APIError as exc:
+                raise ModelCallError(role, url, body.__name__, len(state["steps"]), exc) from exc
+        node.__name__, node.__doc__ = body.__name__, body.__doc__
+        return node
+    return wrap
+
+
+@_model_node("small")
+def draft(state: State, ctx: Context, models: Models) -> dict:
     """The small model proposes the next step."""
-    ctx = _ctx(runtime)
     reply = _write(models.small(ctx), state, ctx)
     return {"pending": _record(
         state, writer="small", text=reply.text, tokens=reply.tokens, truncated=reply.truncated,
@@ -93,9 +119,9 @@ def draft(state: State, runtime: Runtime[Context], models: Models) -> dict:
         draft_ms=reply.ms)}
 
 
-def judge(state: State, runtime: Runtime[Context], models: Models) -> dict:
+@_model_node("base")
+def judge(state: State, ctx: Context, models: Models) -> dict:
     """The base model scores the draft with one token; the score decides the next edge."""
-    ctx = _ctx(runtime)
     pending = state["pending"]
     assert pending is not None and pending["draft"] is not None
     reply = client.judge(
@@ -108,15 +134,15 @@ def judge(state: State, runtime: Runtime[Context], models: Models) -> dict:
     threshold = state.get("threshold")
     threshold = ctx.threshold if threshold is None else threshold
     return {"pending": {**pending, "score": score, "judge_token": reply.token,
-                        "judge_alternatives": reply.top_logprobs,
+                        "judge_alternatives": reply.top_logprobs, "judge_error": reply.error,
                         "accepted": score >= threshold, "judge_ms": reply.ms,
                         "judge_prompt_tokens": reply.prompt_tokens,
                         "judge_cached_tokens": reply.cached_tokens}}
 
 
-def regenerate(state: State, runtime: Runtime[Context], models: Models) -> dict:
+@_model_node("base")
+def regenerate(state: State, ctx: Context, models: Models) -> dict:
     """The base model rewrites a rejected step from the same prefix (it never sees the draft)."""
-    ctx = _ctx(runtime)
     pending = state["pending"]
     assert pending is not None
     reply = _write(models.base(ctx), state, ctx)
@@ -126,9 +152,9 @@ def regenerate(state: State, runtime: Runtime[Context], models: Models) -> dict:
                         "base_ms": reply.ms}}
 
 
-def base_step(state: State, runtime: Runtime[Context], models: Models) -> dict:
+@_model_node("base")
+def base_step(state: State, ctx: Context, models: Models) -> dict:
     """One of the first_n_base steps: the base model writes it, no draft, no judge."""
-    ctx = _ctx(runtime)
     reply = _write(models.base(ctx), state, ctx)
     return {"pending": _record(
         state, writer="base", forced=True, text=reply.text, tokens=reply.tokens,
@@ -164,10 +190,22 @@ def next_step(state: State, runtime: Runtime[Context]) -> Literal["base_step", "
     return "base_step" if len(state["steps"]) < _ctx(runtime).first_n_base else "draft"
 
 
-def by_score(state: State) -> Literal["commit", "regenerate"]:
+def by_score(state: State) -> Literal["commit", "regenerate", "__end__"]:
     """Accepted drafts are kept; rejected ones are rewritten by the base model."""
     pending = state["pending"]
-    return "commit" if pending is not None and pending["accepted"] else "regenerate"
+    if pending is None:  # the judge found the context full
+        return "__end__"
+    return "commit" if pending["accepted"] else "regenerate"
+
+
+def after_draft(state: State) -> Literal["judge", "__end__"]:
+    """A draft goes to the judge, unless the small model's context is full."""
+    return "__end__" if state.get("stop_reason") else "judge"
+
+
+def after_base(state: State) -> Literal["commit", "__end__"]:
+    """A step the base model wrote is kept, unless its context is full."""
+    return "__end__" if state.get("stop_reason") else "commit"
 
 
 # --- wiring ------------------------------------------------------------------------------------
@@ -177,12 +215,27 @@ SERVER_ERRORS = (openai.APIConnectionError, openai.APITimeoutError, openai.Inter
 """Transient failures worth another try: refused/dropped connections, timeouts, 5xx, 429."""
 
 
+class ModelCallError(RuntimeError):
+    """A model server failed; the message names the server, the node and the step."""
+
+    def __init__(self, role: str, url: str, node: str, step: int, cause: Exception):
+        self.role, self.url, self.node, self.step = role, url, node, step
+        super().__init__(f"the {role} server at {url} failed in {node} of step {step}: "
+                         f"{type(cause).__name__}: {cause}")
+
+
+def transient(exc: Exception) -> bool:
+    """RetryPolicy.retry_on: retry what a server may get over (see SERVER_ERRORS)."""
+    cause = exc.__cause__ if isinstance(exc, ModelCallError) else exc
+    return isinstance(cause, SERVER_ERRORS)
+
+
 def build_graph(*, small: BaseChatModel | None = None, base: BaseChatModel | None = None,
                 retry: RetryPolicy | None = None) -> StateGraph[State, Context, InputState, OutputState]:
     """The uncompiled SpecReason graph. Pass chat models to use them instead of the Context's
     endpoints; compile it with your own checkpointer (``builder.compile(checkpointer=...)``)."""
     models = Models(small, base)
-    retry = retry or RetryPolicy(max_attempts=3, initial_interval=1.0, retry_on=SERVER_ERRORS)
+    retry = retry or RetryPolicy(max_attempts=3, initial_interval=1.0, retry_on=transient)
     builder = StateGraph(State, input_schema=InputState, output_schema=OutputState,
                          context_schema=Context)
     builder.add_node("setup", setup)
@@ -194,10 +247,10 @@ def build_graph(*, small: BaseChatModel | None = None, base: BaseChatModel | Non
 
     builder.add_edge(START, "setup")
     builder.add_conditional_edges("setup", next_step)
-    builder.add_edge("draft", "judge")
+    builder.add_conditional_edges("draft", after_draft)
     builder.add_conditional_edges("judge", by_score)
-    builder.add_edge("regenerate", "commit")
-    builder.add_edge("base_step", "commit")
+    builder.add_conditional_edges("regenerate", after_base)
+    builder.add_conditional_edges("base_step", after_base)
     builder.add_conditional_edges("commit", next_step)
     return builder
 

@@ -13,7 +13,7 @@ from typing import Annotated, Literal, NotRequired
 from typing_extensions import TypedDict
 
 Writer = Literal["small", "base"]
-StopReason = Literal["answer", "repeated_step", "token_budget", "finished"]
+StopReason = Literal["answer", "repeated_step", "token_budget", "finished", "context_full"]
 
 
 class StepRecord(TypedDict):
@@ -42,6 +42,8 @@ class StepRecord(TypedDict):
     judge_token: str | None
     """The token the judge generated at the score position."""
     judge_alternatives: list[tuple[str, float]]
+    judge_error: str | None
+    """Why the judge's reply could not be read (malformed JSON...); the score is then 0."""
     """The alternatives at that position (token, logprob): rescoring needs no new judge call."""
     accepted: bool | None
     """Score >= threshold (None when not drafted)."""

@@ -188,10 +188,10 @@ def test_xray_drawing_shows_specreason_nodes_inside_the_solver():
     assert {
         "__start__ --> prepare", "prepare --> route",
         "route -.-> direct", r"route -.-> specreason\3asetup", "direct --> check",
-        r"specreason\3adraft --> specreason\3ajudge",
+        r"specreason\3adraft -.-> specreason\3ajudge",
         r"specreason\3ajudge -.-> specreason\3acommit",
         r"specreason\3ajudge -.-> specreason\3aregenerate",
-        r"specreason\3aregenerate --> specreason\3acommit",
+        r"specreason\3aregenerate -.-> specreason\3acommit",
         r"specreason\3a__end__ --> check",
         r"check -.-> specreason\3asetup", "check -.-> __end__",
     } <= edges

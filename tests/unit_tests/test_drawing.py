@@ -36,11 +36,13 @@ def test_snapshot_has_the_algorithms_edges():
     edges = {line.strip().rstrip(";") for line in SNAPSHOT.read_text(encoding="utf-8").splitlines()}
     assert {
         "__start__ --> setup",
-        "draft --> judge",
+        "draft -.-> judge",
         "judge -.-> commit",
         "judge -.-> regenerate",
-        "regenerate --> commit",
-        "base_step --> commit",
+        "regenerate -.-> commit",
+        "base_step -.-> commit",
+        "draft -.-> __end__",        # context full
+        "judge -.-> __end__",
         "commit -.-> draft",
         "commit -.-> base_step",
         "commit -.-> __end__",

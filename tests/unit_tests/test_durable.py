@@ -14,10 +14,10 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import RetryPolicy
 
 from specreason_graph import Context, build_graph
-from specreason_graph.graph import SERVER_ERRORS
+from specreason_graph.graph import ModelCallError, transient
 from tests.fakes import ScriptedModel, by_kind, score, step
 
-FAST_RETRY = RetryPolicy(max_attempts=2, initial_interval=0.01, jitter=False, retry_on=SERVER_ERRORS)
+FAST_RETRY = RetryPolicy(max_attempts=2, initial_interval=0.01, jitter=False, retry_on=transient)
 
 
 def server_gone() -> openai.APIConnectionError:
@@ -43,7 +43,8 @@ def test_a_run_that_loses_its_server_resumes_from_the_last_committed_step(tmp_pa
     with sqlite3.connect(tmp_path / "runs.sqlite", check_same_thread=False) as conn:
         graph = build_graph(small=small, base=base, retry=FAST_RETRY).compile(
             checkpointer=SqliteSaver(conn))
-        with pytest.raises(openai.APIConnectionError):
+        with pytest.raises(ModelCallError, match=r"the small server at \S+ failed in draft of step 2: "
+                                                 r"APIConnectionError"):
             graph.invoke({"problem": "q"}, config, context=Context())
         saved = graph.get_state(config).values
         assert saved["steps"] == ["a = 1", "b = 2"]          # both committed steps are kept

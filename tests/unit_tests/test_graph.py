@@ -618,3 +618,76 @@ def test_threshold_override_out_of_range_is_refused_before_any_call(bad):
     with pytest.raises(ValueError, match="threshold must be a number from 0 to 10"):
         g.invoke({"problem": "q", "threshold": bad}, context=Context())
     assert small.calls == [] and base.calls == []
+
+
+# --- a full context, server errors, unreadable judge replies ---------------------------------------
+
+def context_full_error() -> Exception:
+    import httpx
+    import openai
+
+    request = httpx.Request("POST", "http://127.0.0.1:8101/v1/chat/completions")
+    response = httpx.Response(400, request=request)
+    return openai.BadRequestError(
+        "This model's maximum context length is 10240 tokens. However, your prompt contains "
+        "10300 input tokens", response=response, body=None)
+
+
+@pytest.mark.parametrize("where", ["draft", "judge", "regenerate"])
+def test_a_full_context_mid_run_stops_with_a_reason_and_keeps_the_steps(where):
+    full = context_full_error()
+    small = [step("a = 1"), full if where == "draft" else step("b = 2")]
+    judged = [score("9"), full if where == "judge" else score("1")]
+    base_steps = [full]
+    out, _, _ = run(small, by_kind(base_steps, judged))
+    assert out["stop_reason"] == "context_full"
+    assert out["steps"] == ["a = 1"] and len(out["trace"]) == 1
+
+
+def test_a_problem_longer_than_the_context_is_bad_input_not_a_stop():
+    with pytest.raises(ValueError, match="does not fit the small model's context at .*maximum context"):
+        run([context_full_error()], by_kind([], []))
+
+
+def test_the_context_full_stop_is_streamed():
+    small = ScriptedModel(script=[step("a = 1"), context_full_error()])
+    base = ScriptedModel(script=by_kind([], [score("9")]))
+    events = list(build_graph(small=small, base=base).compile().stream(
+        {"problem": PROBLEM}, context=Context(), stream_mode="custom"))
+    assert [e["event"] for e in events] == ["step", "stop"]
+    assert events[-1]["stop_reason"] == "context_full"
+
+
+def test_an_unreadable_judge_reply_scores_zero_and_is_recorded():
+    import json as _json
+
+    def base_script(messages, kwargs):
+        if kwargs.get("max_tokens") == 1:
+            raise _json.JSONDecodeError("Expecting value", "<html>", 0)
+        return step(r"base: \boxed{2}")
+
+    small = ScriptedModel(script=[step("a draft")])
+    base = ScriptedModel(script=base_script)
+    out = build_graph(small=small, base=base).compile().invoke({"problem": PROBLEM},
+                                                                context=Context())
+    record = out["trace"][0]
+    assert record["score"] == 0 and record["accepted"] is False and record["writer"] == "base"
+    assert record["judge_error"].startswith("JSONDecodeError")
+
+
+def test_a_non_transient_server_error_names_server_node_and_step_and_is_not_retried():
+    import httpx
+    import openai
+
+    from specreason_graph.graph import ModelCallError
+
+    request = httpx.Request("POST", "http://127.0.0.1:8101/v1/chat/completions")
+    denied = openai.AuthenticationError("bad key", response=httpx.Response(401, request=request),
+                                        body=None)
+    small = ScriptedModel(script=[step("a")])
+    base = ScriptedModel(script=lambda m, kw: denied)
+    with pytest.raises(ModelCallError, match=r"the base server at \S+ failed in judge of step 0: "
+                                             r"AuthenticationError"):
+        build_graph(small=small, base=base).compile().invoke({"problem": PROBLEM},
+                                                              context=Context())
+    assert len(base.calls) == 1
