@@ -18,8 +18,6 @@ import os
 import sys
 import time
 import typing
-import urllib.error
-import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from specreason_graph import datasets, servers
+from specreason_graph import datasets, preflight, servers
 from specreason_graph.context import Context
 from specreason_graph.graph import ModelCallError
 from specreason_graph.summary import summarize
@@ -84,30 +82,6 @@ def context_from_args(args: argparse.Namespace, **override: Any) -> Context:
 
 # --- endpoints -----------------------------------------------------------------------------------
 
-def check_endpoint(role: str, url: str, model: str, api_key: str | None) -> None:
-    """Fail with one line unless ``url`` is an OpenAI-compatible server that serves ``model``."""
-    request = urllib.request.Request(url.rstrip("/") + "/models")
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            served = [m["id"] for m in json.load(response)["data"]]
-    except urllib.error.HTTPError as exc:
-        raise CliError(f"the {role} server at {url} answered {exc.code} to /models: is it an "
-                       "OpenAI-compatible vLLM endpoint (and is the API key right)?") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise CliError(f"cannot reach the {role} server at {url} ({reason}). Start the local "
-                       "servers with `specreason serve start`, or pass --"
-                       f"{role}-url with a running vLLM server.") from None
-    except (ValueError, KeyError, TypeError):
-        raise CliError(f"{url}/models did not return an OpenAI model list: is the {role} URL a "
-                       "vLLM OpenAI-compatible endpoint (ending in /v1)?") from None
-    if model not in served:
-        raise CliError(f"the {role} server at {url} serves {served}, not {model!r}: pass "
-                       f"--{role}-model")
-
-
 def _user_named_endpoints(args: argparse.Namespace) -> bool:
     return bool(args.base_url or args.small_url or os.environ.get("SPECREASON_BASE_URL")
                 or os.environ.get("SPECREASON_SMALL_URL"))
@@ -152,8 +126,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
                           f"starting the '{local.name}' servers (about 2 minutes; stopped again "
                           "at the end — `specreason serve start` keeps them up).[/]")
                 stack.enter_context(servers.launch(local, echo=lambda m: err.print(f"  {m}")))
-        check_endpoint("base", ctx.base_url, ctx.base_model, ctx.api_key)
-        check_endpoint("small", ctx.small_url, ctx.small_model, ctx.api_key)
+        try:
+            for warning in preflight.check_pair(ctx):
+                err.print(f"[yellow]warning:[/] {escape(warning)}")
+        except preflight.EndpointError as exc:
+            raise CliError(str(exc)) from None
         return _run(compile_graph(), question, gold, ctx, args.json)
     return 0  # pragma: no cover  (ExitStack does not swallow)
 

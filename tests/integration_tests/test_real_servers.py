@@ -127,3 +127,14 @@ def test_cli_names_a_server_that_serves_another_model(local_servers):
     assert result.returncode == 2
     assert "serves ['qwen2.5-coder-1.5b-instruct'], not 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_preflight_finds_the_real_pair_of_one_tokenizer_family(local_servers):
+    from specreason_graph import preflight
+
+    ctx = local_servers.context()
+    base = preflight.check_endpoint("base", ctx.base_url, ctx.base_model)
+    small = preflight.check_endpoint("small", ctx.small_url, ctx.small_model)
+    assert base.max_model_len == small.max_model_len == 10240
+    assert base.probe_tokens and base.probe_tokens == small.probe_tokens
+    assert preflight.check_pair(ctx) == []
