@@ -104,3 +104,40 @@ def test_async_api_and_batch_with_a_concurrency_limit():
                             context=Context())
     assert [r["answer"] for r in sync_many] == [str(i) for i in range(6)]
     assert 1 <= in_flight["max"] <= 3
+
+
+def test_run_many_keeps_32_runs_in_flight_and_returns_failures_in_place():
+    from specreason_graph.runs import arun_many, run_many
+
+    in_flight = {"now": 0, "max": 0, "target": 32}
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def small_script(messages, kwargs):
+        with lock:
+            in_flight["now"] += 1
+            in_flight["max"] = max(in_flight["max"], in_flight["now"])
+            if in_flight["max"] >= in_flight["target"]:
+                release.set()
+        release.wait(5)  # hold every call until the target is in flight at once (or time out)
+        with lock:
+            in_flight["now"] -= 1
+        if messages[0].content.startswith("fail"):
+            raise ValueError("a scripted failure")
+        return step(r"\boxed{" + messages[0].content.split()[0] + "}")
+
+    small = ScriptedModel(script=small_script)
+    base = ScriptedModel(script=lambda m, kw: score("9"))
+    graph = build_graph(small=small, base=base).compile()
+    problems = [f"{i} is it" for i in range(31)] + ["fail now"]
+    results = asyncio.run(arun_many(graph, problems, Context(), concurrency=32))
+    assert in_flight["max"] == 32
+    assert [r["answer"] for r in results[:31]] == [str(i) for i in range(31)]
+    assert isinstance(results[31], ValueError)
+
+    release.clear()
+    in_flight.update(max=0, target=2)
+    results = run_many(graph, problems[:4], Context(), concurrency=2)
+    assert in_flight["max"] == 2 and [r["answer"] for r in results] == ["0", "1", "2", "3"]
+    with pytest.raises(ValueError, match="concurrency must be at least 1"):
+        run_many(graph, problems, Context(), concurrency=0)

@@ -1,0 +1,34 @@
+"""Many SpecReason runs at once against one pair of servers, with a bound on how many are in flight.
+
+The graph's model nodes are synchronous (one ``ChatOpenAI`` call each). In an async run LangGraph
+puts synchronous nodes on the event loop's default thread pool, which asyncio sizes at
+``min(32, cores + 4)`` — six threads on this machine — so ``abatch(..., max_concurrency=32)`` would
+keep at most six model calls in flight. ``run_many`` uses ``graph.batch``, which runs
+``max_concurrency`` threads of its own; ``arun_many`` awaits it from one worker thread, leaving the
+caller's event loop and its executor alone. vLLM batches the concurrent requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from specreason_graph.context import Context
+
+
+def run_many(graph: Any, problems: Sequence[str], context: Context, *,
+             concurrency: int = 8) -> list[dict[str, Any] | Exception]:
+    """Run every problem with at most ``concurrency`` in flight, results in input order. A failed run
+    is returned as its exception, so one bad run does not lose the others' results."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    return graph.batch([{"problem": p} for p in problems],
+                       config={"max_concurrency": concurrency}, context=context,
+                       return_exceptions=True)
+
+
+async def arun_many(graph: Any, problems: Sequence[str], context: Context, *,
+                    concurrency: int = 8) -> list[dict[str, Any] | Exception]:
+    """``run_many`` for async callers."""
+    return await asyncio.to_thread(run_many, graph, problems, context, concurrency=concurrency)
