@@ -12,7 +12,6 @@ setting.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -53,6 +52,16 @@ class JudgeReply:
 
 class ContextFull(Exception):
     """The server refused the request: prompt (+ output) exceed the model's context length."""
+
+
+class MalformedReply(Exception):
+    """The server answered 200 with something that is not a chat completion (an HTML error page
+    from a proxy, JSON of another shape, a truncated body)."""
+
+
+# What openai/langchain-openai raise for such a reply: a body that is not JSON, a str instead of a
+# completion ("Unexpected response type"), JSON without choices (TypeError / IndexError / KeyError).
+_MALFORMED = (openai.APIResponseValidationError, ValueError, TypeError, IndexError, KeyError)
 
 
 _CONTEXT_FULL = ("maximum context length", "exceeds model's maximum context length")
@@ -104,6 +113,8 @@ def write_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_fin
     except openai.BadRequestError as exc:
         _raise_if_context_full(exc)
         raise
+    except _MALFORMED as exc:
+        raise MalformedReply(f"{type(exc).__name__}: {exc}") from exc
     ms = (time.perf_counter() - started) * 1000
     text = str(reply.text)
     finish = reply.response_metadata.get("finish_reason")
@@ -164,7 +175,7 @@ def judge(chat: BaseChatModel, messages: list[BaseMessage], *, top_logprobs: int
     except openai.BadRequestError as exc:
         _raise_if_context_full(exc)
         raise
-    except (openai.APIResponseValidationError, json.JSONDecodeError) as exc:
+    except _MALFORMED as exc:
         # A reply that is not the JSON we asked for scores 0 (reject), recorded, never a crash.
         return JudgeReply(token=None, top_logprobs=[], prompt_tokens=0, cached_tokens=None,
                           ms=(time.perf_counter() - started) * 1000,

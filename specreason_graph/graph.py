@@ -102,7 +102,7 @@ def _model_node(role: Literal["small", "base"]):
                                        "detail": str(exc)})
                 return {"stop_reason": "context_full", "pending": None,
                         "answer": rules.extract_answer(state["steps"][-1])}
-            except openai.APIError as exc:
+            except (openai.APIError, client.MalformedReply) as exc:
                 raise ModelCallError(role, url, body.__name__, len(state["steps"]), exc) from exc
         node.__name__, node.__doc__ = body.__name__, body.__doc__
         return node
@@ -211,8 +211,9 @@ def after_base(state: State) -> Literal["commit", "__end__"]:
 # --- wiring ------------------------------------------------------------------------------------
 
 SERVER_ERRORS = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError,
-                 openai.RateLimitError)
-"""Transient failures worth another try: refused/dropped connections, timeouts, 5xx, 429."""
+                 openai.RateLimitError, client.MalformedReply)
+"""Transient failures worth another try: refused/dropped connections, timeouts, 5xx, 429, and a
+200 reply that is not a completion (typically a proxy's error page)."""
 
 
 class ModelCallError(RuntimeError):

@@ -63,7 +63,8 @@ def check_endpoint(role: str, url: str, model: str, api_key: str | None = None) 
                             "a vLLM OpenAI-compatible endpoint (ending in /v1)?") from None
     served = {card.get("id"): card for card in cards if isinstance(card, dict)}
     if model not in served:
-        raise EndpointError(f"the {role} server at {url} serves {sorted(str(k) for k in served)}, not {model!r}: "
+        served_names = sorted(str(k) for k in served)
+        raise EndpointError(f"the {role} server at {url} serves {served_names}, not {model!r}: "
                             f"pass --{role}-model")
     max_len = served[model].get("max_model_len")
     origin = url.rstrip("/").removesuffix("/v1")

@@ -114,8 +114,9 @@ class ServerSet:
         from specreason_graph.context import Context
 
         base, small = self.role("base"), self.role("small")
-        return Context(base_url=base.url, base_model=base.served_model_name,
-                       small_url=small.url, small_model=small.served_model_name, **settings)
+        return Context(**{"base_url": base.url, "base_model": base.served_model_name,
+                          "small_url": small.url, "small_model": small.served_model_name,
+                          **settings})
 
 
 def config_path(name_or_path: str | os.PathLike[str]) -> Path:

@@ -3,13 +3,13 @@
 It sits in front of one real vLLM server and forwards every request unchanged, unless a rule says
 otherwise for that request. Requests are numbered per kind, from 0:
 
-- ``judge``: a POST whose JSON body asks for one token with logprobs (``max_tokens == 1`` and
-  ``logprobs is true``), i.e. the SpecReason judge call;
-- ``step``: any other POST (drafting / regenerating a step);
-- ``other``: everything else (``GET /v1/models``, ``/health``, ...).
+- ``judge``: a completion POST whose JSON body asks for one token with logprobs (``max_tokens``
+  or ``max_completion_tokens`` 1, and ``logprobs`` true), i.e. the SpecReason judge call;
+- ``step``: any other completion POST (drafting / regenerating a step);
+- ``other``: everything else (``GET /v1/models``, ``POST /tokenize``, ``/health``, ...).
 
-A rule matches a kind (``"judge"``, ``"step"``, ``"post"`` for both, ``"any"``) and a set of call
-numbers (``None``: all of them), and does one of:
+A rule matches a kind (``"judge"``, ``"step"``, ``"model"`` for both, ``"other"``, ``"any"``) and a
+set of call numbers within that kind (``None``: all of them), and does one of:
 
 - ``forward``: pass through (the default when no rule matches);
 - ``delay``: wait ``seconds``, then forward — unless the client hung up meanwhile (it timed out),
@@ -47,7 +47,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
 @dataclass(frozen=True)
 class Rule:
     action: str  # forward | delay | drop | status | garbage | no_logprobs
-    kind: str = "post"  # judge | step | post | other | any
+    kind: str = "model"  # judge | step | model (judge or step) | other | any
     calls: Container[int] | None = None  # call numbers within the kind; None: every call
     seconds: float = 0.0
     status: int = 500
@@ -56,7 +56,7 @@ class Rule:
     body: bytes = b"<html><body>502 Bad Gateway?</body>"  # the garbage
 
     def matches(self, kind: str, number: int) -> bool:
-        kinds = {"any": {"judge", "step", "other"}, "post": {"judge", "step"}}.get(
+        kinds = {"any": {"judge", "step", "other"}, "model": {"judge", "step"}}.get(
             self.kind, {self.kind})
         return kind in kinds and (self.calls is None or number in self.calls)
 
@@ -75,6 +75,11 @@ class Entry:
     status: int | None = None  # what the client got; None: no response (dropped / hung up)
     note: str = ""
     body: dict[str, Any] = field(default_factory=dict, repr=False)
+    started: float = field(default_factory=time.monotonic, repr=False)
+    ended: float | None = field(default=None, repr=False)
+
+    def settle(self, status: int | None, note: str = "") -> None:
+        self.status, self.note, self.ended = status, note or self.note, time.monotonic()
 
 
 class FaultProxy:
@@ -125,8 +130,8 @@ class FaultProxy:
 
     # --- the handler -----------------------------------------------------------------------
 
-    def _classify(self, method: str, body: bytes) -> tuple[str, dict[str, Any]]:
-        if method != "POST":
+    def _classify(self, method: str, path: str, body: bytes) -> tuple[str, dict[str, Any]]:
+        if method != "POST" or not path.split("?")[0].endswith("/completions"):
             return "other", {}
         try:
             payload = json.loads(body or b"{}")
@@ -134,11 +139,13 @@ class FaultProxy:
             return "step", {}
         if not isinstance(payload, dict):
             return "step", {}
-        judge = payload.get("max_tokens") == 1 and payload.get("logprobs") is True
+        # langchain-openai sends max_tokens as max_completion_tokens; accept either spelling.
+        one_token = 1 in (payload.get("max_tokens"), payload.get("max_completion_tokens"))
+        judge = one_token and payload.get("logprobs") is True
         return ("judge" if judge else "step"), payload
 
     def _admit(self, method: str, path: str, body: bytes) -> tuple[Entry, Rule | None]:
-        kind, payload = self._classify(method, body)
+        kind, payload = self._classify(method, path, body)
         with self._lock:
             number = self._counts.get(kind, 0)
             self._counts[kind] = number + 1
@@ -173,19 +180,19 @@ class FaultProxy:
                 try:
                     self._apply(entry, rule, body)
                 except (BrokenPipeError, ConnectionResetError) as exc:
-                    entry.status, entry.note = None, f"client gone: {type(exc).__name__}"
+                    entry.settle(None, f"client gone: {type(exc).__name__}")
 
             def _apply(self, entry: Entry, rule: Rule | None, body: bytes) -> None:
                 if rule is None or rule.action == "forward":
                     return self._forward(entry, body)
                 if rule.action == "delay":
                     if self._client_left_within(rule.seconds):
-                        entry.status, entry.note = None, "client hung up during the delay"
+                        entry.settle(None, "client hung up during the delay")
                         self.close_connection = True
                         return None
                     return self._forward(entry, body)
                 if rule.action == "drop":
-                    entry.status = None
+                    entry.settle(None, "dropped")
                     self.close_connection = True
                     try:
                         self.connection.shutdown(socket.SHUT_RDWR)
@@ -257,6 +264,6 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(data)
                 self.wfile.flush()
-                entry.status = status
+                entry.settle(status)
 
         return Handler

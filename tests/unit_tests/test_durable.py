@@ -123,7 +123,7 @@ def test_run_many_keeps_32_runs_in_flight_and_returns_failures_in_place():
         with lock:
             in_flight["now"] -= 1
         if messages[0].content.startswith("fail"):
-            raise ValueError("a scripted failure")
+            raise RuntimeError("a scripted failure")
         return step(r"\boxed{" + messages[0].content.split()[0] + "}")
 
     small = ScriptedModel(script=small_script)
@@ -133,7 +133,7 @@ def test_run_many_keeps_32_runs_in_flight_and_returns_failures_in_place():
     results = asyncio.run(arun_many(graph, problems, Context(), concurrency=32))
     assert in_flight["max"] == 32
     assert [r["answer"] for r in results[:31]] == [str(i) for i in range(31)]
-    assert isinstance(results[31], ValueError)
+    assert isinstance(results[31], RuntimeError)
 
     release.clear()
     in_flight.update(max=0, target=2)

@@ -691,3 +691,35 @@ def test_a_non_transient_server_error_names_server_node_and_step_and_is_not_retr
         build_graph(small=small, base=base).compile().invoke({"problem": PROBLEM},
                                                               context=Context())
     assert len(base.calls) == 1
+
+
+def test_a_reply_that_is_not_a_completion_is_retried_then_named():
+    from langgraph.types import RetryPolicy
+
+    from specreason_graph.graph import ModelCallError, transient
+
+    page = ValueError("Unexpected response type: <class 'str'>")  # what a proxy's HTML page gives
+    small = ScriptedModel(script=lambda m, kw: page)
+    base = ScriptedModel(script=by_kind([], []))
+    graph = build_graph(small=small, base=base, retry=RetryPolicy(
+        max_attempts=2, initial_interval=0.01, jitter=False, retry_on=transient)).compile()
+    with pytest.raises(ModelCallError, match=r"small server at \S+ failed in draft of step 0: "
+                                             r"MalformedReply: ValueError: Unexpected response"):
+        graph.invoke({"problem": PROBLEM}, context=Context())
+    assert len(small.calls) == 2  # retried once
+
+
+@pytest.mark.parametrize("error", [TypeError("Received response with null value for 'choices'"),
+                                   IndexError("list index out of range")])
+def test_a_judge_reply_of_the_wrong_shape_scores_zero(error):
+    def base_script(messages, kwargs):
+        if kwargs.get("max_tokens") == 1:
+            raise error
+        return step(r"base: \boxed{2}")
+
+    out = build_graph(small=ScriptedModel(script=[step("draft")]),
+                      base=ScriptedModel(script=base_script)).compile().invoke(
+        {"problem": PROBLEM}, context=Context())
+    record = out["trace"][0]
+    assert record["score"] == 0 and record["writer"] == "base"
+    assert record["judge_error"].startswith(type(error).__name__)
