@@ -42,7 +42,6 @@ the prompt), passed with ``context=`` and shared by the subgraph.
 
 import operator
 import re
-import threading
 from functools import partial
 from typing import Annotated, Literal, NotRequired
 
@@ -51,10 +50,9 @@ from langchain_core.messages import HumanMessage
 from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, RetryPolicy
-from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 from typing_extensions import TypedDict
 
-from specreason_graph import client, context, prompts, rules
+from specreason_graph import client, context, grading, prompts, rules
 from specreason_graph.context import Context
 from specreason_graph.graph import SERVER_ERRORS, Models, build_graph
 from specreason_graph.state import StepRecord, StopReason
@@ -64,8 +62,6 @@ RETRY_THRESHOLD = 9
 MAX_ATTEMPTS = 2
 ROUTE_MAX_TOKENS = 2
 """The route call's cap: one word ('easy', 'hard') is one or two tokens for Qwen tokenizers."""
-PARSE_TIMEOUT_SECONDS = 5
-"""math-verify's parse limit, in the main thread only (its timeout uses signal.alarm)."""
 
 Route = Literal["easy", "hard"]
 Mode = Literal["direct", "specreason"]
@@ -131,17 +127,9 @@ def parse_route(text: str) -> Route:
     return "easy" if words[:1] == ["easy"] else "hard"
 
 
-_EXTRACTION = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
-
-
 def parseable(answer: str | None) -> bool:
     """math-verify reads ``answer`` (the contents of a boxed answer) as an expression."""
-    if answer is None or not answer.strip():
-        return False
-    in_main = threading.current_thread() is threading.main_thread()
-    parsed = parse("\\boxed{" + answer + "}", extraction_config=_EXTRACTION,
-                   parsing_timeout=PARSE_TIMEOUT_SECONDS if in_main else None)  # type: ignore[arg-type]
-    return any(not isinstance(item, str) for item in parsed)
+    return grading.parses(answer)
 
 
 # --- nodes -------------------------------------------------------------------------------------

@@ -71,6 +71,15 @@ def grade(problem: Problem, response: str | None) -> Grade:
     return Grade(correct, predicted, problem.answer)
 
 
+def parses(answer: str | None) -> bool:
+    """math-verify reads ``answer`` (a boxed answer's contents) as a math expression. Thread-safe
+    like :func:`grade` (the same timeouts in the main thread, none elsewhere)."""
+    if answer is None or not answer.strip():
+        return False
+    timeout = TIMEOUT_SECONDS if threading.current_thread() is threading.main_thread() else None
+    return any(not isinstance(item, str) for item in _parse_predicted(answer, timeout))
+
+
 def grade_many(pairs: Iterable[tuple[Problem, str | None]], processes: int = 1) -> list[Grade]:
     """Grade (problem, response) pairs, in order; in a pool of ``processes`` worker processes if > 1.
 
