@@ -262,8 +262,11 @@ class FaultProxy:
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Connection", "close")
                 self.end_headers()
+                # Settle before the body goes out: once the client has read it, the run may end
+                # and the test read the log before this thread runs again. A failed write
+                # re-settles the entry as "client gone" (see _handle).
+                entry.settle(status)
                 self.wfile.write(data)
                 self.wfile.flush()
-                entry.settle(status)
 
         return Handler

@@ -234,7 +234,9 @@ def test_garbage_judge_reply_scores_zero_and_base_rewrites(local_servers, base_p
     # The garbage was answered once (no retry: it is a reply, not a failure); then the base
     # server regenerated the step through the same proxy, from the same prefix as the draft.
     judges = base_proxy.entries("judge")
-    assert judges[0].action == "garbage" and all(e.status == 200 for e in judges)
+    assert judges[0].action == "garbage"
+    assert all(e.status == 200 for e in judges), [(e.number, e.action, e.status, e.note)
+                                                  for e in judges]
     assert len(judges) == len(final["trace"])
     regenerate = base_proxy.entries("step")[0]
     assert regenerate.status == 200
