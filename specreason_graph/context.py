@@ -51,6 +51,9 @@ class Context:
         "digit tokens among the judge's top logprobs."))
     first_n_base: int = Field(default_factory=_env("first_n_base", 0), ge=0, description=(
         "The first N steps are written by the base model without drafting."))
+    small_only: bool = Field(default_factory=_env("small_only", False), description=(
+        "Baseline: the small model writes every step and nothing is judged (the benchmark's "
+        "small-only mode; base-only is first_n_base larger than any run)."))
     token_budget: int = Field(default_factory=_env("token_budget", 8192), gt=0, description=(
         "Stop once the kept steps hold this many tokens (drafts rejected and judge calls "
         "do not count)."))

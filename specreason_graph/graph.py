@@ -3,7 +3,8 @@ one token, a step below the threshold is rewritten by the base model from the sa
 
     START → setup → next_step ─┬→ base_step ───────────────────────────→ commit → next_step …
                                └→ draft → judge → by_score ─┬→ commit
-                                                            └→ regenerate → commit
+                                    │                       └→ regenerate → commit
+                                    └→ commit  (small_only: the small-model baseline, unjudged)
     next_step → END once commit recorded a stop reason; a model whose context is full ends the
     run from where it is (stop reason ``context_full``).
 
@@ -198,9 +199,12 @@ def by_score(state: State) -> Literal["commit", "regenerate", "__end__"]:
     return "commit" if pending["accepted"] else "regenerate"
 
 
-def after_draft(state: State) -> Literal["judge", "__end__"]:
-    """A draft goes to the judge, unless the small model's context is full."""
-    return "__end__" if state.get("stop_reason") else "judge"
+def after_draft(state: State, runtime: Runtime[Context]) -> Literal["judge", "commit", "__end__"]:
+    """A draft goes to the judge, unless the small model's context is full; the small-only
+    baseline keeps it unjudged."""
+    if state.get("stop_reason"):
+        return "__end__"
+    return "commit" if _ctx(runtime).small_only else "judge"
 
 
 def after_base(state: State) -> Literal["commit", "__end__"]:

@@ -37,6 +37,7 @@ def test_snapshot_has_the_algorithms_edges():
     assert {
         "__start__ --> setup",
         "draft -.-> judge",
+        "draft -.-> commit",
         "judge -.-> commit",
         "judge -.-> regenerate",
         "regenerate -.-> commit",
