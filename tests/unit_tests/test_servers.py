@@ -115,6 +115,7 @@ def test_cpu_base_argv_exactly(isolated_home):
         "--enforce-eager",
         "--max-model-len", "10240",
         "--enable-prefix-caching",
+        "--block-size", "32",
         "--enable-prompt-tokens-details",
         "--seed", "0",
     ]
@@ -128,7 +129,8 @@ def test_cpu_small_argv_exactly(isolated_home):
         "--served-model-name", "qwen2.5-coder-0.5b-instruct",
         "--host", "127.0.0.1", "--port", "8102",
         "--dtype", "float32", "--enforce-eager", "--max-model-len", "10240",
-        "--enable-prefix-caching", "--enable-prompt-tokens-details", "--seed", "0",
+        "--enable-prefix-caching", "--block-size", "32", "--enable-prompt-tokens-details",
+        "--seed", "0",
     ]
 
 
