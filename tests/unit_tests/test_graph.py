@@ -380,7 +380,7 @@ def test_judge_message_layout_is_exact():
                                   ("ai", "a = 1\n\nb = 2\n\n\\boxed{3}"),
                                   ("human", JUDGE_TEXT), ("ai", JUDGE_PREFILL)]
     # the pre-fill ends right where the digit goes
-    assert JUDGE_PREFILL == "My score for the last step is: "
+    assert JUDGE_PREFILL == "Score: "
     kwargs = judges[0][1]
     assert kwargs["max_tokens"] == 1
     assert kwargs["temperature"] == 0.0
