@@ -79,3 +79,35 @@ def get(dataset: str, problem_id: str) -> Problem:
             return problem
     sample = ", ".join(p.id for p in load(dataset)[:3])
     raise KeyError(f"{dataset} has no problem with id {problem_id!r} (ids look like: {sample}, ...)")
+
+
+def select(dataset: str, *, limit: int | None = None, ids: str | None = None,
+           offset: int = 0) -> list[Problem]:
+    """A slice of ``dataset``: the problems named in ``ids`` (comma-separated, ``a-b`` ranges of
+    GSM8K/AIME's numeric ids allowed), else ``limit`` problems from position ``offset``, in file order."""
+    problems = load(dataset)
+    if ids:
+        chosen: list[Problem] = []
+        for part in (p.strip() for p in ids.split(",")):
+            if not part:
+                continue
+            first, dash, last = part.partition("-")
+            if dash and first.isdigit() and last.isdigit():
+                if int(last) < int(first):
+                    raise ValueError(f"--ids range {part!r} runs backwards")
+                chosen += [get(dataset, str(i)) for i in range(int(first), int(last) + 1)]
+            else:
+                chosen.append(get(dataset, part))
+        twice = sorted({p.id for p in chosen if sum(q.id == p.id for q in chosen) > 1})
+        if twice:
+            raise ValueError(f"--ids names {', '.join(twice)} more than once")
+        problems = tuple(chosen)
+    else:
+        if offset < 0 or offset >= len(problems):
+            raise ValueError(f"--offset {offset} is outside {dataset}'s {len(problems)} problems")
+        problems = problems[offset:]
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"--limit must be at least 1, got {limit}")
+        problems = problems[:limit]
+    return list(problems)
