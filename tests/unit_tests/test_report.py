@@ -1,0 +1,523 @@
+"""specreason_graph.report (rows, paired tests, cost model, prefix cache, tables, plots, build) and
+specreason_graph.calibrate, on hand-made records shaped like bench._record's, plus one real
+(scripted-model) benchmark for build()."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import socket
+from typing import Any
+
+import pytest
+
+from specreason_graph import Context, bench, build_graph, calibrate, datasets, report, rules
+from specreason_graph.state import StepRecord
+from specreason_graph.summary import summarize
+from tests.fakes import ScriptedModel, score, step
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+Q, H = bench.PREFIX_COUNTERS
+
+
+@pytest.fixture(autouse=True)
+def _no_specreason_env(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("SPECREASON_"):
+            monkeypatch.delenv(name)
+
+
+# --- hand-made records ---------------------------------------------------------------------------
+
+def call(*, writer: str = "small", tokens: int = 10, draft_tokens: int = 0, draft_ms: float = 0.0,
+         accepted: bool | None = None, judge_token: str | None = None,
+         alternatives: list[tuple[str, float]] | None = None, judge_error: str | None = None,
+         judge_prompt: int = 0, judge_cached: int | None = None, judge_ms: float = 0.0,
+         base_tokens: int = 0, base_ms: float = 0.0) -> StepRecord:
+    """One committed step as the graph records it (see state.StepRecord)."""
+    drafted = draft_tokens > 0
+    return {
+        "index": 0, "writer": writer, "text": "x", "tokens": tokens, "truncated": False,
+        "ended_turn": False, "forced": writer == "base" and not drafted,
+        "draft": "x" if drafted else None, "draft_tokens": draft_tokens, "draft_ms": draft_ms,
+        "score": None if accepted is None else rules.greedy_score(judge_token),
+        "judge_token": judge_token, "judge_alternatives": alternatives or [],
+        "judge_error": judge_error, "accepted": accepted,
+        "judge_prompt_tokens": judge_prompt, "judge_cached_tokens": judge_cached,
+        "judge_ms": judge_ms, "base_tokens": base_tokens, "base_ms": base_ms,
+        "ms": draft_ms + judge_ms + base_ms}
+
+
+def base_call(tokens: int, ms: float) -> StepRecord:
+    return call(writer="base", tokens=tokens, base_tokens=tokens, base_ms=ms)
+
+
+def drafted(tokens: int, ms: float, *, accepted: bool, prompt: int, cached: int | None,
+            judge_ms: float, base_tokens: int = 0, base_ms: float = 0.0, token: str = "9",
+            alternatives: list[tuple[str, float]] | None = None,
+            judge_error: str | None = None) -> StepRecord:
+    return call(writer="small" if accepted else "base", tokens=tokens if accepted else base_tokens,
+                draft_tokens=tokens, draft_ms=ms, accepted=accepted, judge_token=token,
+                alternatives=alternatives, judge_error=judge_error, judge_prompt=prompt,
+                judge_cached=cached, judge_ms=judge_ms, base_tokens=base_tokens, base_ms=base_ms)
+
+
+def record(mode: str, pid: str, correct: bool | None, wall: float, trace: list[StepRecord],
+           sample: int = 0, error: str | None = None) -> dict[str, Any]:
+    r: dict[str, Any] = {
+        "key": bench.key(mode, pid, sample), "mode": mode, "dataset": "gsm8k", "id": pid,
+        "sample": sample, "gold": "1", "wall_s": wall, "concurrency": 1,
+        "finished_at": "2025-01-01T00:00:00+00:00"}
+    if error:
+        return {**r, "error": error, "correct": None}
+    return {**r, "error": None, "correct": correct, "predicted": "1" if correct else "2",
+            "answer": "1" if correct else "2", "stop_reason": "answer",
+            "summary": summarize(trace), "trace": trace}
+
+
+def records(*rs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["key"]: r for r in rs}
+
+
+def exact_costs() -> dict[str, dict[str, Any]]:
+    """Calls that cost exactly: draft 0.1 s + 10 ms/token, judge 0.05 s + 1 ms per new prompt
+    token, base 0.2 s + 20 ms/token; every run's wall time is the sum of its calls."""
+    return records(
+        record("base-only", "p1", False, 0.4, [base_call(10, 400)]),
+        record("base-only", "p2", True, 0.6, [base_call(20, 600)]),
+        record("spec", "p1", True, 0.29, [
+            drafted(10, 200, accepted=True, prompt=100, cached=60, judge_ms=90)]),
+        record("spec", "p2", True, 0.77, [
+            drafted(20, 300, accepted=False, prompt=120, cached=100, judge_ms=70,
+                    base_tokens=10, base_ms=400)]),
+    )
+
+
+# --- mode_rows -----------------------------------------------------------------------------------
+
+def test_mode_rows_exact_figures():
+    rs = exact_costs()
+    rs.update(records(
+        record("spec", "p3", True, 9.9, [], error="RuntimeError: boom"),
+        record("small", "p1", True, 0.1, [call(draft_tokens=5, draft_ms=100, tokens=5)]),
+    ))
+    rows = report.mode_rows(rs)
+    assert [r["mode"] for r in rows] == ["base-only", "spec", "small"]
+    base, spec, small = rows
+    assert base == pytest.approx({
+        "mode": "base-only", "runs": 2, "failed": 0, "problems": 2, "accuracy": 0.5,
+        "mean_s": 0.5, "median_s": 0.5, "p90_s": 0.6, "speedup": 1.0, "speedup_problems": 2,
+        "steps_small": 0.0, "steps_base": 1.0, "acceptance": None, "kept_tokens": 15.0,
+        "draft_tokens": 0.0, "rejected_tokens": 0.0, "base_tokens": 15.0,
+        "judge_prompt_tokens": 0.0, "judge_new_tokens": 0.0, "judge_calls": 0.0,
+        "judge_cache_hit": None, "share_draft": 0.0, "share_judge": 0.0, "share_base": 1.0,
+        "no_answer": 0, "judge_vs_regen": None})
+    model_s = 0.2 + 0.09 + 0.3 + 0.07 + 0.4
+    assert spec == pytest.approx({
+        "mode": "spec", "runs": 2, "failed": 1, "problems": 2, "accuracy": 1.0,
+        "mean_s": 0.53, "median_s": 0.53, "p90_s": 0.77, "speedup": 0.5 / 0.53,
+        "speedup_problems": 2, "steps_small": 0.5, "steps_base": 0.5, "acceptance": 0.5,
+        "kept_tokens": 10.0, "draft_tokens": 15.0, "rejected_tokens": 10.0, "base_tokens": 5.0,
+        "judge_prompt_tokens": 110.0, "judge_new_tokens": 30.0, "judge_calls": 1.0,
+        "judge_cache_hit": 160 / 220, "share_draft": 0.5 / model_s, "share_judge": 0.16 / model_s,
+        "share_base": 0.4 / model_s, "no_answer": 0,
+        # base writes at (0.4 + 0.6 + 0.4) s / 40 tokens; regenerating the 30 drafted tokens would
+        # take 30 * 0.035 s, the judge took 0.16 s
+        "judge_vs_regen": 0.16 / (30 * 1.4 / 40)})
+    assert small["speedup"] == pytest.approx(0.4 / 0.1)  # on p1 only, the problem both finished
+    assert small["speedup_problems"] == 1 and small["judge_vs_regen"] is None
+
+
+def test_mode_rows_without_a_reference_and_with_only_failures():
+    rows = report.mode_rows(records(
+        record("spec", "p1", False, 1.0, [call()]),
+        record("bad", "p1", None, 1.0, [], error="ValueError: x")))
+    spec, bad = rows
+    assert spec["speedup"] is None and spec["speedup_problems"] == 0
+    assert spec["no_answer"] == 0 and spec["accuracy"] == 0.0
+    assert (bad["runs"], bad["failed"], bad["accuracy"], bad["mean_s"], bad["p90_s"]) == (
+        0, 1, None, None, None)
+
+
+def test_p90_and_median_over_ten_runs():
+    rs = records(*(record("m", f"p{i}", True, float(i), [call()]) for i in range(1, 11)))
+    [row] = report.mode_rows(rs, reference="none")
+    assert (row["median_s"], row["p90_s"], row["mean_s"]) == (5.5, 9.0, 5.5)
+
+
+def test_samples_are_averaged_per_problem_for_the_speedup():
+    rs = records(
+        record("base-only", "p1", True, 2.0, [base_call(1, 1)], sample=0),
+        record("base-only", "p1", True, 4.0, [base_call(1, 1)], sample=1),
+        record("fast", "p1", True, 1.0, [call()], sample=0),
+        record("fast", "p1", True, 2.0, [call()], sample=1))
+    rows = {r["mode"]: r for r in report.mode_rows(rs)}
+    assert rows["fast"]["speedup"] == 2.0 and rows["fast"]["runs"] == 2
+    assert rows["fast"]["problems"] == 1
+
+
+# --- paired comparison and McNemar ---------------------------------------------------------------
+
+@pytest.mark.parametrize(("b", "c", "p"), [
+    (0, 0, 1.0), (0, 5, 0.0625), (5, 0, 0.0625), (1, 4, 0.375), (4, 1, 0.375),
+    (2, 0, 0.5), (5, 5, 1.0), (0, 10, 2 / 1024), (3, 7, 2 * 176 / 1024),
+])
+def test_mcnemar_exact(b, c, p):
+    assert report.mcnemar_exact(b, c) == pytest.approx(p)
+
+
+def paired_records(ref: list[bool], mode: list[bool]) -> dict[str, dict[str, Any]]:
+    rs = [record("base-only", f"p{i}", ok, 1.0, [base_call(1, 1)]) for i, ok in enumerate(ref)]
+    rs += [record("spec", f"p{i}", ok, 1.0, [call()]) for i, ok in enumerate(mode)]
+    return records(*rs)
+
+
+def test_paired_difference_interval_and_p_value():
+    c = report.paired(paired_records([True, False, False], [True, True, True]), "spec")
+    assert c == {"mode": "spec", "reference": "base-only", "problems": 3,
+                 "diff": pytest.approx(2 / 3), "ci_low": 0.0, "ci_high": 1.0, "mcnemar_p": 0.5}
+
+
+def test_paired_same_everywhere_has_a_point_interval():
+    rs = paired_records([False] * 6, [True] * 6)
+    c = report.paired(rs, "spec", resamples=200)
+    assert (c["diff"], c["ci_low"], c["ci_high"]) == (1.0, 1.0, 1.0)
+    assert c["mcnemar_p"] == pytest.approx(2 / 64)
+    assert report.paired(paired_records([True] * 4, [True] * 4), "spec")["mcnemar_p"] == 1.0
+
+
+def test_paired_is_deterministic_and_the_interval_holds_the_difference():
+    ref = [True, False, True, False, True, True, False, True, False, False]
+    mode = [True, True, True, False, False, True, True, True, True, False]
+    rs = paired_records(ref, mode)
+    a, b = report.paired(rs, "spec", seed=1), report.paired(rs, "spec", seed=1)
+    assert a == b
+    assert a["diff"] == pytest.approx(0.2) and a["ci_low"] <= 0.2 <= a["ci_high"]
+    assert -1 <= a["ci_low"] < a["ci_high"] <= 1
+    assert a["mcnemar_p"] == pytest.approx(report.mcnemar_exact(3, 1))  # 3 wins, 1 loss
+
+
+def test_paired_leaves_out_failures_and_unshared_problems():
+    rs = paired_records([True, False], [True, True])
+    rs.update(records(record("spec", "p9", True, 1.0, [call()]),
+                      record("base-only", "p8", True, 1.0, [base_call(1, 1)]),
+                      record("spec", "p0", None, 1.0, [], sample=1, error="E: x")))
+    c = report.paired(rs, "spec")
+    assert c["problems"] == 2 and c["diff"] == 0.5 and c["mcnemar_p"] == 1.0
+
+
+def test_paired_with_samples_compares_means_without_mcnemar():
+    rs = records(
+        record("base-only", "p1", True, 1.0, [], sample=0),
+        record("base-only", "p1", False, 1.0, [], sample=1),
+        record("spec", "p1", True, 1.0, [], sample=0),
+        record("spec", "p1", True, 1.0, [], sample=1))
+    c = report.paired(rs, "spec")
+    assert c["diff"] == 0.5 and c["mcnemar_p"] is None
+
+
+def test_paired_has_nothing_to_compare():
+    rs = paired_records([True], [True])
+    assert report.paired(rs, "base-only") is None
+    assert report.paired(rs, "absent") is None
+    assert report.paired(records(record("spec", "p1", True, 1.0, [])), "spec") is None
+
+
+# --- fit -----------------------------------------------------------------------------------------
+
+def test_fit_recovers_an_exact_line():
+    line = report.fit([(0, 1.0), (10, 3.0), (20, 5.0)])
+    assert line.fixed == pytest.approx(1.0) and line.per_token == pytest.approx(0.2)
+    assert line.calls == 3 and line(50) == pytest.approx(11.0)
+
+
+def test_fit_fallbacks():
+    assert report.fit([]) is None
+    assert report.fit([(10, 4.0), (20, 2.0)]) == report.Line(3.0, 0.0, 2)  # negative slope
+    assert report.fit([(10, 3.0), (20, 3.0)]) == report.Line(3.0, 0.0, 2)  # flat
+    assert report.fit([(10, 2.0), (10, 4.0)]) == report.Line(0.0, 0.3, 2)  # one x: y / x
+    assert report.fit([(0, 2.0), (0, 4.0)]) == report.Line(3.0, 0.0, 2)    # x = 0 only
+    through_origin = report.fit([(10, 1.0), (20, 3.0)])  # fixed would be -1: through 0 instead
+    assert through_origin.fixed == 0.0
+    assert through_origin.per_token == pytest.approx(70 / 500)
+
+
+# --- cost model ----------------------------------------------------------------------------------
+
+def test_cost_model_recovers_the_lines_and_predicts_the_measured_speedup():
+    model = report.cost_model(exact_costs())
+    lines = model["lines"]
+    assert lines["draft"] == pytest.approx({"fixed": 0.1, "per_token": 0.01, "calls": 2})
+    assert lines["judge"] == pytest.approx({"fixed": 0.05, "per_token": 0.001, "calls": 2})
+    assert lines["base"] == pytest.approx({"fixed": 0.2, "per_token": 0.02, "calls": 3})
+    assert set(model["modes"]) == {"base-only", "spec"}
+    spec = model["modes"]["spec"]
+    assert spec["predicted_s"] == pytest.approx(0.53)
+    assert spec["predicted_speedup"] == pytest.approx(0.5 / 0.53)
+    assert spec["measured_speedup"] == pytest.approx(0.5 / 0.53)
+    assert spec["error"] == pytest.approx(0.0, abs=1e-9)
+    assert model["modes"]["base-only"]["predicted_speedup"] == pytest.approx(1.0)
+    assert "gpu" not in model and "gpu_s" not in spec
+
+
+def test_cost_model_projects_onto_a_gpu():
+    gpu = report.GpuProfile("test", small_decode_tps=100, base_decode_tps=10,
+                            base_prefill_tps=1000, call_overhead_s=0.01, note="")
+    model = report.cost_model(exact_costs(), gpu=gpu)
+    assert model["gpu"]["name"] == "test"
+    # base-only: 0.01 + 10/10 and 0.01 + 20/10; spec: draft 0.01 + 10/100, judge 0.11 + 40/1000
+    # and draft 0.01 + 20/100, judge 0.11 + 20/1000, rewrite 0.01 + 10/10
+    assert model["modes"]["base-only"]["gpu_s"] == pytest.approx(1.51)
+    assert model["modes"]["spec"]["gpu_s"] == pytest.approx(0.805)
+    assert model["modes"]["spec"]["gpu_speedup"] == pytest.approx(1.51 / 0.805)
+
+
+def test_cost_model_leaves_out_failed_judge_calls_from_the_judge_fit():
+    rs = exact_costs()
+    rs.update(records(record("spec", "p3", True, 5.0, [
+        drafted(10, 200, accepted=False, prompt=0, cached=None, judge_ms=5000,
+                judge_error="ValueError: junk", base_tokens=10, base_ms=400)])))
+    assert report.cost_model(rs)["lines"]["judge"]["calls"] == 2
+
+
+def test_cost_model_needs_the_reference_and_every_line():
+    no_ref = {k: r for k, r in exact_costs().items() if r["mode"] != "base-only"}
+    assert report.cost_model(no_ref)["modes"] == {}
+    only_base = {k: r for k, r in exact_costs().items() if r["mode"] == "base-only"}
+    model = report.cost_model(only_base)
+    assert model["lines"]["draft"] is None and set(model["modes"]) == {"base-only"}
+    assert model["modes"]["base-only"]["predicted_s"] == pytest.approx(0.5)
+    no_drafts = records(*only_base.values(), record("other", "p1", True, 1.0, [base_call(5, 300)]))
+    assert report.cost_model(no_drafts)["modes"] == {}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("paper-2xA6000", report.GPU_PROFILES["paper-2xA6000"]),
+    ("150,20,2000,0.02", report.GpuProfile("user-given", 150.0, 20.0, 2000.0, 0.02,
+                                           "speeds given by the user")),
+])
+def test_parse_gpu(text, expected):
+    assert report.parse_gpu(text) == expected
+
+
+@pytest.mark.parametrize("text", ["a100", "1,2,3", "1,2,3,4,5", "a,b,c,d", ""])
+def test_parse_gpu_errors(text):
+    with pytest.raises(ValueError, match="--gpu takes one of paper-2xA6000 or four numbers"):
+        report.parse_gpu(text)
+
+
+# --- prefix cache --------------------------------------------------------------------------------
+
+def test_prefix_cache_sums_counter_deltas_over_segments():
+    u, v, w = "http://a/v1", "http://b/v1", "http://c/v1"
+    meta = {"segments": [
+        {"metrics_before": {u: {Q: 100, H: 50}, v: None, w: {Q: 10, H: 0}},
+         "metrics_after": {u: {Q: 200, H: 130}, v: {Q: 5, H: 5}, w: {Q: 10, H: 0}}},
+        {"metrics_before": {u: {Q: 200, H: 130}}, "metrics_after": None},  # killed: no after
+        {"metrics_before": {u: {Q: 1000, H: 500}}, "metrics_after": {u: {Q: 1100, H: 520}}},
+    ]}
+    assert report.prefix_cache(meta) == {u: 100 / 200, w: None}
+    assert report.prefix_cache({}) == {}
+
+
+# --- tables and the front ------------------------------------------------------------------------
+
+def row(mode: str, accuracy: float | None, mean_s: float | None) -> dict[str, Any]:
+    return {"mode": mode, "accuracy": accuracy, "mean_s": mean_s}
+
+
+def test_pareto():
+    rows = [row("a", 0.9, 10), row("b", 0.8, 5), row("c", 0.7, 6), row("d", 0.9, 12),
+            row("e", 0.9, 10), row("f", None, 1), row("g", 1.0, None), row("h", 0.95, 30)]
+    assert report.pareto(rows) == ["a", "b", "e", "h"]
+    assert report.pareto([]) == []
+
+
+def test_markdown_table_and_csv():
+    rows = report.mode_rows(exact_costs())
+    table = report.markdown_table(rows).splitlines()
+    assert len(table) == 4
+    assert table[0].startswith("| mode | runs | accuracy | mean s |")
+    assert table[1].startswith("|:---|---:|")
+    assert table[2].startswith("| base-only | 2 | 50.0% | 0.5 | 0.5 | 0.6 | 1.00× |")
+    assert table[3].startswith("| spec | 2 | 100.0% | 0.5 | 0.5 | 0.8 | 0.94× |")
+    assert "| – |" in table[2]  # base-only has no acceptance
+    assert all(line.count("|") == len(report.COLUMNS) + 1 for line in table)
+
+    parsed = list(csv.DictReader(io.StringIO(report.csv_text(rows))))
+    assert [r["mode"] for r in parsed] == ["base-only", "spec"]
+    assert parsed[1]["accuracy"] == "1.0" and parsed[0]["acceptance"] == ""
+    assert report.csv_text([]).strip() == "mode"
+
+
+def test_cell():
+    assert report.cell(None, "{:.1f}") == "–"
+    assert report.cell(0.125, "{:.1%}") == "12.5%"
+    assert report.cell(0, "{}") == "0"
+
+
+# --- plots ---------------------------------------------------------------------------------------
+
+def test_plots_are_pngs(tmp_path):
+    rows = [row("base-only", 0.9, 10), row("small-only", 0.5, 2), row("spec t=5", 0.8, 4),
+            row("spec t=7", 0.85, 5), row("spec e", 0.7, 3), row("none", None, None)]
+    settings = {"base-only": {"kind": "base"}, "small-only": {"kind": "small"},
+                "spec t=5": {"kind": "spec", "threshold": 5.0, "score_method": "greedy"},
+                "spec t=7": {"kind": "spec", "threshold": 7.0, "score_method": "greedy"},
+                "spec e": {"kind": "spec", "threshold": 6.0, "score_method": "expected"}}
+    a = report.plot_accuracy_latency(rows, tmp_path / "a.png", "title")
+    b = report.plot_threshold_sweep(rows, settings, tmp_path / "b.png", "title")
+    c = report.plot_threshold_sweep(rows[:2], settings, tmp_path / "c.png", "no spec")
+    for path in (a, b, c):
+        assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 1000
+
+
+# --- build (on a real, scripted benchmark) -------------------------------------------------------
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def benchmark(tmp_path_factory):
+    """gsm8k 0 and 1, three modes: base-only answers 3 (right on 1), the small model 18 (right
+    on 0), the judge scores 9 so SpecReason keeps every draft."""
+    out = tmp_path_factory.mktemp("bench")
+    small = ScriptedModel(script=lambda m, kw: step(r"\boxed{18}", end="eos"))
+    base = ScriptedModel(script=lambda m, kw: score("9") if kw.get("max_tokens") == 1
+                         else step(r"\boxed{3}", end="eos"))
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    modes = [bench.parse_mode(t) for t in ("base", "small", "spec", "spec:t=5,score=expected")]
+    bench.run_bench(build_graph(small=small, base=base).compile(),
+                    [datasets.get("gsm8k", "0"), datasets.get("gsm8k", "1")], modes,
+                    Context(base_url=url, small_url=url), out, concurrency=2)
+    return out
+
+
+def test_build_writes_every_file(benchmark):
+    summary = report.build(benchmark, gpu=report.GPU_PROFILES["paper-2xA6000"])
+    names = ["base-only", "small-only", "specreason", "specreason t=5 expected"]
+    for name in ("accuracy_latency.png", "threshold_sweep.png"):
+        assert (benchmark / name).read_bytes()[:8] == PNG_MAGIC
+    assert json.loads((benchmark / "summary.json").read_text()) == json.loads(
+        json.dumps(summary, default=str))
+    assert summary["title"].startswith("gsm8k, 2 problems, concurrency")
+    assert summary["concurrency"] == [2]
+    assert sorted(r["mode"] for r in summary["rows"]) == names  # finishing order (2 in flight)
+    assert {r["mode"]: r["accuracy"] for r in summary["rows"]} == dict.fromkeys(names, 0.5)
+    assert sorted(c["mode"] for c in summary["paired"]) == names[1:]
+    for c in summary["paired"]:  # each mode is right where base-only is wrong, and vice versa
+        assert (c["diff"], c["mcnemar_p"], c["problems"]) == (0.0, 1.0, 2)
+    assert set(summary["cost_model"]["modes"]) == set(names)
+    assert summary["cost_model"]["gpu"]["name"].startswith("QwQ-32B")
+    assert summary["prefix_cache"] == {}  # the servers never answered /metrics
+    assert summary["settings"]["modes"]["specreason t=5 expected"]["score_method"] == "expected"
+    assert all(not k.startswith("metrics") for s in summary["segments"] for k in s)
+
+    md = (benchmark / "summary.md").read_text()
+    for name in names:  # the table, the paired comparison (not base-only) and the cost model
+        rows = sum(line.startswith(f"| {name} |") for line in md.splitlines())
+        assert rows == (2 if name == "base-only" else 3)
+    assert "GPU projection: QwQ-32B" in md
+    assert "| mode vs base-only | problems |" in md
+
+    table = list(csv.DictReader(io.StringIO((benchmark / "summary.csv").read_text())))
+    assert sorted(r["mode"] for r in table) == names and {r["runs"] for r in table} == {"2"}
+
+
+def test_build_with_a_title_and_without_meta(benchmark, tmp_path):
+    (tmp_path / bench.RUNS_FILE).write_text((benchmark / bench.RUNS_FILE).read_text())
+    summary = report.build(tmp_path, title="mine")
+    assert summary["title"] == "mine" and summary["settings"] is None
+    assert summary["concurrency"] == [] and "gpu" not in summary["cost_model"]
+    assert "Budget" not in (tmp_path / "summary.md").read_text()
+
+
+def test_build_of_nothing(tmp_path):
+    with pytest.raises(ValueError, match="has no recorded runs yet"):
+        report.build(tmp_path)
+
+
+# --- calibrate -----------------------------------------------------------------------------------
+
+def steps(right: list[float], wrong: list[float]) -> list[dict[str, Any]]:
+    return ([{"id": f"r{i}", "correct": True, "greedy": s, "expected": s}
+             for i, s in enumerate(right)]
+            + [{"id": f"w{i}", "correct": False, "greedy": s, "expected": s}
+               for i, s in enumerate(wrong)])
+
+
+def test_choose_the_separating_threshold():
+    c = calibrate.choose(steps([9, 9, 8], [3, 4, 5]), "greedy", 0.5)
+    assert (c["threshold"], c["acceptance"], c["youden_j"]) == (5.5, 0.5, 1.0)
+    assert c["how"] == "max Youden's J with acceptance ≥ min_accept"
+    assert c["drafts"] == 6 and c["method"] == "greedy"
+    assert c["mean_right"] == pytest.approx(26 / 3) and c["mean_wrong"] == 4.0
+    assert c["quartiles"] == pytest.approx([3.75, 6.5, 9.0])
+    assert [(r["threshold"], r["acceptance"]) for r in c["sweep"]] == [
+        (3, 1.0), (5, pytest.approx(4 / 6)), (7, 0.5), (9, pytest.approx(2 / 6))]
+    assert c["sweep"][1]["youden_j"] == pytest.approx(2 / 3)
+
+
+def test_choose_respects_min_accept():
+    c = calibrate.choose(steps([9, 9, 8], [3, 4, 5]), "greedy", 0.6)
+    # t = 5.5 would separate them but accepts only half; at 4.5 and 5 two of three wrong are
+    # rejected (J 2/3) and 4/6 accepted: the lower one wins the tie
+    assert c["threshold"] == 4.5
+    assert c["acceptance"] == pytest.approx(4 / 6) and c["youden_j"] == pytest.approx(2 / 3)
+
+
+def test_choose_without_right_and_wrong_falls_back_to_acceptance():
+    c = calibrate.choose(steps([9, 9, 8, 5], []), "expected", 0.5)
+    assert c["threshold"] == 9.0 and c["acceptance"] == 0.5 and c["youden_j"] is None
+    assert c["how"].startswith("no right/wrong contrast")
+    assert c["mean_wrong"] is None
+    every = calibrate.choose(steps([], [2, 2]), "greedy", 1.0)
+    assert (every["threshold"], every["acceptance"]) == (2.0, 1.0)  # the strictest that accepts all
+    assert every["quartiles"] == [2.0, 2.0, 2.0]
+    one = calibrate.choose(steps([7], []), "greedy", 0.5)
+    assert one["quartiles"] == [7, 7, 7] and one["threshold"] == 7.0
+    with pytest.raises(ValueError, match="no threshold accepts"):
+        calibrate.choose(steps([7], []), "greedy", 1.5)
+
+
+def test_choose_of_no_drafts():
+    with pytest.raises(ValueError, match="no judged drafts to calibrate on"):
+        calibrate.choose([], "greedy", 0.5)
+
+
+def test_scored_steps_and_calibrate():
+    half = math.log(0.5)
+    rs = records(
+        record("calibration", "1", True, 1.0, [
+            drafted(5, 10, accepted=True, prompt=50, cached=0, judge_ms=5, token="9",
+                    alternatives=[("9", half), ("7", half)]),
+            drafted(5, 10, accepted=True, prompt=50, cached=0, judge_ms=5, token="8",
+                    alternatives=[("8", 0.0)])]),
+        record("calibration", "0", False, 1.0, [
+            base_call(5, 10),  # not judged: left out
+            drafted(5, 10, accepted=True, prompt=50, cached=0, judge_ms=5, token="x",
+                    alternatives=[("x", -0.1), ("3", -2.4)]),
+            drafted(5, 10, accepted=True, prompt=0, cached=None, judge_ms=5, token=None,
+                    judge_error="ValueError: junk")]),  # unreadable judge reply: left out
+        record("calibration", "2", None, 1.0, [], error="RuntimeError: boom"),
+        record("other", "1", True, 1.0, [
+            drafted(5, 10, accepted=True, prompt=50, cached=0, judge_ms=5, token="1")]))
+    rs = json.loads(json.dumps(rs))  # as load_records gives them back: alternatives as lists
+    assert calibrate.scored_steps(rs, "calibration") == [
+        {"id": "1", "correct": True, "greedy": 9.0, "expected": 8.0},
+        {"id": "1", "correct": True, "greedy": 8.0, "expected": 8.0},
+        {"id": "0", "correct": False, "greedy": 0.0, "expected": 3.0}]
+    found = calibrate.calibrate(rs, "calibration", min_accept=0.5)
+    assert found["problems"] == ["0", "1"]  # the failed run's problem is not calibrated on
+    assert (found["drafts"], found["right_problems"], found["min_accept"]) == (3, 1, 0.5)
+    assert set(found["methods"]) == {"greedy", "expected"}
+    assert found["methods"]["greedy"]["threshold"] == 0.5  # rejects the 0, keeps 9 and 8
+    assert found["methods"]["greedy"]["youden_j"] == 1.0
+    assert found["methods"]["expected"]["threshold"] == 3.5  # rejects the 3, keeps both 8s
+    assert calibrate.scored_steps(rs, "absent") == []
