@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 QUESTION ?= --dataset gsm8k --id 0
 
-.PHONY: install servers demo test unit lint serve stop clean
+.PHONY: install servers demo test unit lint serve stop clean benchmarks
 
 install: $(VENV)/.installed servers
 
@@ -34,6 +34,16 @@ unit: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check specreason_graph graphs tests
 	$(BIN)/mypy specreason_graph
+
+# BENCHMARKS.md's figures: calibrate the judge on GSM8K 1000-1011, then compare the modes on GSM8K
+# 0-29 (about 1.5 h on 2 cores). Finished runs are kept: run it again to resume after a Ctrl-C.
+BENCH := --dataset gsm8k --token-budget 1024 --max-step-tokens 256 --concurrency 6
+benchmarks: install
+	$(BIN)/specreason calibrate $(BENCH) --offset 1000 --limit 12
+	$(BIN)/specreason bench $(BENCH) --limit 30 --calibration \
+	  benchmarks/results/calibration-gsm8k/calibration.json \
+	  --modes base small spec spec:t=cal,score=expected
+	$(BIN)/specreason bench-report benchmarks/results/gsm8k --into BENCHMARKS.md
 
 serve: install
 	$(BIN)/specreason serve start
