@@ -35,15 +35,19 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check specreason_graph graphs tests
 	$(BIN)/mypy specreason_graph
 
-# BENCHMARKS.md's figures: calibrate the judge on GSM8K 1000-1011, then compare the modes on GSM8K
-# 0-29 (about 1.5 h on 2 cores). Finished runs are kept: run it again to resume after a Ctrl-C.
-BENCH := --dataset gsm8k --token-budget 1024 --max-step-tokens 256 --concurrency 6
+# BENCHMARKS.md's figures (about 2 h on 2 cores): calibrate the judge on GSM8K 1000-1011, compare
+# the modes on GSM8K 0-29, sweep the threshold on GSM8K 0-9, then write the tables and plots into
+# BENCHMARKS.md. Finished runs are kept: after a Ctrl-C the same command resumes.
+BENCH := --dataset gsm8k --token-budget 1024 --max-step-tokens 256
 benchmarks: install
-	$(BIN)/specreason calibrate $(BENCH) --offset 1000 --limit 12
-	$(BIN)/specreason bench $(BENCH) --limit 30 --calibration \
-	  benchmarks/results/calibration-gsm8k/calibration.json \
-	  --modes base small spec spec:t=cal,score=expected
+	$(BIN)/specreason calibrate $(BENCH) --concurrency 6 --offset 1000 --limit 12
+	$(BIN)/specreason bench $(BENCH) --concurrency 8 --limit 30 \
+	  --modes base small spec spec:t=7,score=expected
+	$(BIN)/specreason bench $(BENCH) --concurrency 8 --limit 10 --out benchmarks/results/gsm8k-sweep \
+	  --modes base spec:t=3,score=expected spec:t=5,score=expected spec:t=7,score=expected \
+	  spec:t=9,score=expected
 	$(BIN)/specreason bench-report benchmarks/results/gsm8k --into BENCHMARKS.md
+	$(BIN)/specreason bench-report benchmarks/results/gsm8k-sweep --into BENCHMARKS.md
 
 serve: install
 	$(BIN)/specreason serve start

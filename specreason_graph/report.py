@@ -453,7 +453,7 @@ def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
     comparisons = [c for r in rows if (c := paired(records, r["mode"], reference))]
     model = cost_model(records, reference, gpu)
     cache = prefix_cache(meta)
-    concurrency = sorted({s["concurrency"] for s in meta.get("segments", []) if s.get("completed")})
+    concurrency = sorted({s["concurrency"] for s in meta.get("segments", []) if s.get("runs")})
     datasets = ", ".join(meta.get("settings", {}).get("dataset", [])) or "?"
     problems = len({r["id"] for r in records.values()})
     levels = "/".join(str(c) for c in concurrency) or "?"
