@@ -236,6 +236,10 @@ GPU_PROFILES = {
         "QwQ-32B (base, TP=2) + R1-Distill-1.5B (small) on 2×A6000, vLLM", 150.0, 20.0, 2000.0,
         0.02, "assumed from the GPUs' memory bandwidth and FLOPs, not measured; pass your own "
               "with --gpu small_tps,base_tps,base_prefill_tps,overhead_s"),
+    "cpu-1-in-flight": GpuProfile(
+        "this CPU pair with one run in flight", 10.0, 3.4, 42.0, 0.3,
+        "single-stream speeds measured in ../shared/docs/serving.md (0.5B 10 tok/s, 1.5B 3.4 tok/s "
+        "decode, ~42 tok/s prefill)"),
 }
 
 
@@ -422,8 +426,9 @@ def plot_threshold_sweep(rows: Sequence[dict[str, Any]], modes: dict[str, dict[s
     for label, points in series.items():
         points.sort()
         ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", label=label)
-        for t, x, y in points:
-            ax.annotate(f"t={t:g}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        for i, (t, x, y) in enumerate(points):  # alternate heights: close points stay legible
+            ax.annotate(f"t={t:g}", (x, y), textcoords="offset points",
+                        xytext=(5, 5 if i % 2 == 0 else -12), fontsize=8)
     if not series:
         ax.text(0.5, 0.5, "no SpecReason modes in this run", transform=ax.transAxes, ha="center")
     else:
