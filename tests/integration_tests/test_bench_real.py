@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from specreason_graph import bench, compile_graph, datasets, report
+from tests.integration_tests.faultproxy import FaultProxy, Rule
 
 pytestmark = pytest.mark.integration
 
@@ -56,14 +57,26 @@ def table_rows(markdown: str) -> list[str]:
     return rows
 
 
-def test_bench_cli_interrupted_then_resumed(local_servers, tmp_path):
+@pytest.fixture
+def slow_base(local_servers):
+    """The base server behind a proxy that can hold its model calls back (see the test)."""
+    with FaultProxy(local_servers.role("base").origin) as proxy:
+        yield proxy
+
+
+def test_bench_cli_interrupted_then_resumed(local_servers, slow_base, tmp_path):
     base, small = local_servers.role("base"), local_servers.role("small")
+    # While the first command runs, every base-model call waits 60 s in the proxy: the small-only
+    # runs finish, the base-only ones are surely still in flight when Ctrl-C comes (on idle
+    # servers all four runs would otherwise finish before the signal lands). The proxy forwards
+    # nothing for a client that has gone. The resumed command gets the server at full speed.
+    slow_base.set(Rule("delay", kind="model", seconds=60))
     out = tmp_path / "bench"
     argv = [sys.executable, "-m", "specreason_graph.cli", "bench", "--dataset", "gsm8k",
             "--limit", "2", "--modes", *MODES, "--concurrency", "2",
             "--token-budget", str(BUDGET), "--max-step-tokens", str(STEP),
             "--out", str(out), "--no-serve",
-            "--base-url", base.url, "--base-model", base.served_model_name,
+            "--base-url", slow_base.url, "--base-model", base.served_model_name,
             "--small-url", small.url, "--small-model", small.served_model_name]
     runs = out / bench.RUNS_FILE
 
@@ -91,6 +104,7 @@ def test_bench_cli_interrupted_then_resumed(local_servers, tmp_path):
 
     before = complete_records(runs)
     assert 1 <= len(before) < 4, [r["key"] for r in before]
+    assert {r["mode"] for r in before} == {"small-only"}  # the base-only runs were held back
     for record in before:
         check_record(record)
     meta = json.loads((out / bench.META_FILE).read_text())
@@ -99,6 +113,7 @@ def test_bench_cli_interrupted_then_resumed(local_servers, tmp_path):
     assert meta["segments"][0]["completed"] == len(before)
 
     # 2. The same command again: only the missing runs, then the full report.
+    slow_base.set()
     resumed = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
@@ -139,7 +154,7 @@ def test_bench_cli_interrupted_then_resumed(local_servers, tmp_path):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
 
     summary = json.loads((out / "summary.json").read_text())
-    rate = summary["prefix_cache"].get(base.url)
+    rate = summary["prefix_cache"].get(slow_base.url)
     assert isinstance(rate, float) and 0.0 <= rate <= 1.0, summary["prefix_cache"]
     rows = {row["mode"]: row for row in summary["rows"]}
     assert set(rows) == MODE_NAMES
