@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import sys
+import threading
 import time
 import typing
 from contextlib import ExitStack
@@ -247,11 +248,17 @@ def _bench_run(args: argparse.Namespace, modes: list, out: Path) -> Any:
             result = bench.run_bench(compile_graph(), problems, modes, ctx, out,
                                      samples=args.samples, concurrency=args.concurrency,
                                      seed=args.seed, on_progress=show)
+    if result.interrupted and result.abandoned:
+        _ABANDONED.set()
     if result.interrupted:
         err.print(f"[yellow]Interrupted: finished runs are in {out / bench.RUNS_FILE}"
                   f"{f'; {result.abandoned} in flight were dropped' if result.abandoned else ''}. "
                   "The same command resumes.[/]")
     return result
+
+
+_ABANDONED = threading.Event()
+"""An interrupted bench left runs in flight: their threads are not waited for at exit."""
 
 
 def _print_report(summary: dict[str, Any]) -> None:
@@ -435,7 +442,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        if _ABANDONED.is_set():
+            # Ctrl-C during a benchmark: every finished run and the report are written. The runs
+            # still in flight live in threads blocked on a model call (and, inside LangGraph, in
+            # executor threads the interpreter would join at exit): do not wait for them.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except CliError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         return 2

@@ -93,7 +93,11 @@ def test_bench_cli_interrupted_then_resumed(local_servers, slow_base, tmp_path):
                 assert time.monotonic() < deadline, "no run finished in 300 s"
                 time.sleep(0.5)
             first.send_signal(signal.SIGINT)
-            code = first.wait(timeout=120)
+            try:
+                code = first.wait(timeout=120)  # not held up by the runs still in the proxy
+            except subprocess.TimeoutExpired:
+                raise AssertionError("bench did not exit within 120 s of Ctrl-C: "
+                                     + (tmp_path / "first.err").read_text()[-2000:]) from None
         finally:
             if first.poll() is None:
                 os.killpg(first.pid, signal.SIGKILL)

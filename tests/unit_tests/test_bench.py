@@ -618,7 +618,7 @@ NO_SERVER = ("--no-serve", "--base-url", URL, "--small-url", URL)
     (["bench", "--modes", "base", "fast"], "unknown mode 'fast': start with base, small or spec"),
     (["bench", "--modes", "spec:t=11"], "mode 'spec:t=11': the threshold must be from 0 to 10"),
     (["bench", "--modes", "base:t=5"], "t=, score= and n= only apply to spec"),
-    (["bench", "--gpu", "h100"], "--gpu takes one of paper-2xA6000 or four numbers"),
+    (["bench", "--gpu", "h100"], "--gpu takes one of paper-2xA6000, cpu-1-in-flight or four numbers"),
     (["bench", "--gpu", "1,2,3"], "--gpu takes one of"),
     (["bench", "--ids", "99999"], "gsm8k has no problem with id '99999'"),
     (["bench", "--limit", "0"], "--limit must be at least 1, got 0"),

@@ -305,7 +305,7 @@ def test_parse_gpu(text, expected):
 
 @pytest.mark.parametrize("text", ["a100", "1,2,3", "1,2,3,4,5", "a,b,c,d", ""])
 def test_parse_gpu_errors(text):
-    with pytest.raises(ValueError, match="--gpu takes one of paper-2xA6000 or four numbers"):
+    with pytest.raises(ValueError, match="--gpu takes one of paper-2xA6000, cpu-1-in-flight or four numbers"):
         report.parse_gpu(text)
 
 
