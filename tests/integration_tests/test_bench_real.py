@@ -57,6 +57,10 @@ def table_rows(markdown: str) -> list[str]:
     return rows
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def slow_base(local_servers):
     """The base server behind a proxy that can hold its model calls back (see the test)."""
@@ -82,8 +86,10 @@ def test_bench_cli_interrupted_then_resumed(local_servers, slow_base, tmp_path):
 
     # 1. Start, wait for the first finished run, then Ctrl-C.
     with (tmp_path / "first.out").open("w") as stdout, (tmp_path / "first.err").open("w") as stderr:
+        # The child gets SIGINT's default disposition: a process started with SIGINT ignored
+        # (as this one may be, from the pytest process or a background job) ignores Ctrl-C.
         first = subprocess.Popen(argv, stdout=stdout, stderr=stderr, cwd=tmp_path,
-                                 start_new_session=True)
+                                 start_new_session=True, preexec_fn=_default_sigint)
         try:
             deadline = time.monotonic() + 300
             while not complete_records(runs):
