@@ -91,6 +91,23 @@ def _user_named_endpoints(args: argparse.Namespace) -> bool:
                 or os.environ.get("SPECREASON_SMALL_URL"))
 
 
+def _servers_for(args: argparse.Namespace, ctx: Context, stack: ExitStack) -> None:
+    """Start the local servers (for the ``with`` block of ``stack``) if the user named none and
+    none answer; then check the pair."""
+    if not _user_named_endpoints(args) and not args.no_serve:
+        local = servers.load_config(args.servers)
+        if not all(servers.healthy(s) for s in local.servers):
+            err.print(f"[yellow]No servers answer at {ctx.base_url} and {ctx.small_url}: "
+                      f"starting the '{local.name}' servers (about 2 minutes; stopped again "
+                      "at the end — `specreason serve start` keeps them up).[/]")
+            stack.enter_context(servers.launch(local, echo=lambda m: err.print(f"  {m}")))
+    try:
+        for warning in preflight.check_pair(ctx):
+            err.print(f"[yellow]warning:[/] {escape(warning)}")
+    except preflight.EndpointError as exc:
+        raise CliError(str(exc)) from None
+
+
 # --- ask -----------------------------------------------------------------------------------------
 
 def _question(args: argparse.Namespace) -> tuple[str, str | None, str | None]:
@@ -123,18 +140,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     ctx = context_from_args(args, **({"prompt": prompt} if prompt and not args.prompt else {}))
 
     with ExitStack() as stack:
-        if not _user_named_endpoints(args) and not args.no_serve:
-            local = servers.load_config(args.servers)
-            if not all(servers.healthy(s) for s in local.servers):
-                err.print(f"[yellow]No servers answer at {ctx.base_url} and {ctx.small_url}: "
-                          f"starting the '{local.name}' servers (about 2 minutes; stopped again "
-                          "at the end — `specreason serve start` keeps them up).[/]")
-                stack.enter_context(servers.launch(local, echo=lambda m: err.print(f"  {m}")))
-        try:
-            for warning in preflight.check_pair(ctx):
-                err.print(f"[yellow]warning:[/] {escape(warning)}")
-        except preflight.EndpointError as exc:
-            raise CliError(str(exc)) from None
+        _servers_for(args, ctx, stack)
         return _run(compile_graph(), question, gold, ctx, args.json)
     return 0  # pragma: no cover  (ExitStack does not swallow)
 
@@ -203,21 +209,6 @@ def _print_summary(final: dict[str, Any], trace: list, wall: float, gold: str | 
 
 
 # --- bench / calibrate ---------------------------------------------------------------------------
-
-def _servers_for(args: argparse.Namespace, ctx: Context, stack: ExitStack) -> None:
-    """Start the local servers if the user named none and none answer; then check the pair."""
-    if not _user_named_endpoints(args) and not args.no_serve:
-        local = servers.load_config(args.servers)
-        if not all(servers.healthy(s) for s in local.servers):
-            err.print(f"[yellow]No servers answer: starting the '{local.name}' servers (about 2 "
-                      "minutes; stopped again at the end).[/]")
-            stack.enter_context(servers.launch(local, echo=lambda m: err.print(f"  {m}")))
-    try:
-        for warning in preflight.check_pair(ctx):
-            err.print(f"[yellow]warning:[/] {escape(warning)}")
-    except preflight.EndpointError as exc:
-        raise CliError(str(exc)) from None
-
 
 def _bench_run(args: argparse.Namespace, modes: list, out: Path) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

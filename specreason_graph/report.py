@@ -371,14 +371,32 @@ def pareto(rows: Sequence[dict[str, Any]]) -> list[str]:
         and (o["accuracy"], o["mean_s"]) != (r["accuracy"], r["mean_s"]) for o in points)]
 
 
-def plot_accuracy_latency(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
+def _figure() -> tuple[Any, Any]:
+    """A latency (x) / accuracy (y) figure, drawn off-screen."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(figsize=(7, 4.5))
+
+
+def _save(fig: Any, ax: Any, path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel("mean wall time per problem (s)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_latency(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     front = set(pareto(rows))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure()
     for r in rows:
         if r["accuracy"] is None or r["mean_s"] is None:
             continue
@@ -392,25 +410,13 @@ def plot_accuracy_latency(rows: Sequence[dict[str, Any]], path: Path, title: str
         ax.plot(*zip(*pts, strict=True), color="tab:red", linewidth=1, alpha=0.5,
                 label="Pareto front")
         ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlabel("mean wall time per problem (s)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, title)
 
 
 def plot_threshold_sweep(rows: Sequence[dict[str, Any]], modes: dict[str, dict[str, Any]],
                          path: Path, title: str) -> Path:
     """SpecReason modes by threshold, one line per score method, base/small-only as references."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure()
     series: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     for r in rows:
         s = modes.get(r["mode"], {})
@@ -433,14 +439,7 @@ def plot_threshold_sweep(rows: Sequence[dict[str, Any]], modes: dict[str, dict[s
         ax.text(0.5, 0.5, "no SpecReason modes in this run", transform=ax.transAxes, ha="center")
     else:
         ax.legend(fontsize=8)
-    ax.set_xlabel("mean wall time per problem (s)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, title)
 
 
 # --- the whole report ----------------------------------------------------------------------------
