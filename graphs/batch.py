@@ -20,7 +20,6 @@ a model error in one ``solve`` task (after SpecReason's own retries) fails the b
 """
 
 import operator
-from functools import partial
 from typing import Annotated, Any
 
 from langchain_core.language_models import BaseChatModel
@@ -32,9 +31,9 @@ from typing_extensions import TypedDict
 
 from specreason_graph import context
 from specreason_graph.context import Context
-from specreason_graph.graph import build_graph
+from specreason_graph.graph import compile_graph
 from specreason_graph.state import InputState, OutputState, State, StopReason
-from specreason_graph.summary import summarize
+from specreason_graph.trace import summarize
 
 
 class Result(TypedDict):
@@ -43,7 +42,7 @@ class Result(TypedDict):
     answer: str | None
     stop_reason: StopReason | None
     steps: int  # kept steps of the SpecReason run
-    summary: dict[str, Any]  # specreason_graph.summary.summarize of the run's trace
+    summary: dict[str, Any]  # specreason_graph.trace.summarize of the run's trace
 
 
 class BatchInput(TypedDict):
@@ -79,14 +78,19 @@ def prepare(state: BatchInput) -> dict:
     return {"results": Overwrite([])}
 
 
-def solve(state: SolveInput, runtime: Runtime[Context],
-          specreason: CompiledStateGraph[State, Context, InputState, OutputState]) -> dict:
-    """One question through SpecReason; the result is one entry of ``results``."""
-    out = specreason.invoke({"problem": state["problem"]}, context=context.current(runtime.context))
-    return {"results": [{
-        "index": state["index"], "question": state["problem"], "answer": out.get("answer"),
-        "stop_reason": out.get("stop_reason"), "steps": len(out["steps"]),
-        "summary": summarize(out["trace"])}]}
+class Solve:
+    """The ``solve`` node over one compiled SpecReason graph."""
+
+    def __init__(self, specreason: CompiledStateGraph[State, Context, InputState, OutputState]):
+        self.specreason = specreason
+
+    def __call__(self, state: SolveInput, runtime: Runtime[Context]) -> dict:
+        """One question through SpecReason; the result is one entry of ``results``."""
+        out = self.specreason.invoke({"problem": state["problem"]}, context=context.of(runtime))
+        return {"results": [{
+            "index": state["index"], "question": state["problem"], "answer": out.get("answer"),
+            "stop_reason": out.get("stop_reason"), "steps": len(out["steps"]),
+            "summary": summarize(out["trace"])}]}
 
 
 def collect(state: BatchState) -> dict:
@@ -106,11 +110,11 @@ def fan_out(state: BatchState) -> list[Send]:
 def build_batch(*, small: BaseChatModel | None = None, base: BaseChatModel | None = None
                 ) -> StateGraph[BatchState, Context, BatchInput, BatchOutput]:
     """The uncompiled batch graph; ``small``/``base`` replace the Context's endpoints."""
-    specreason = build_graph(small=small, base=base).compile(name="specreason")
+    specreason = compile_graph(small=small, base=base)
     builder = StateGraph(BatchState, input_schema=BatchInput, output_schema=BatchOutput,
                          context_schema=Context)
     builder.add_node("prepare", prepare)
-    builder.add_node("solve", partial(solve, specreason=specreason), input_schema=SolveInput)
+    builder.add_node("solve", Solve(specreason), input_schema=SolveInput)
     builder.add_node("collect", collect)
 
     builder.add_edge(START, "prepare")

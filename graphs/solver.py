@@ -42,19 +42,20 @@ the prompt), passed with ``context=`` and shared by the subgraph.
 
 import operator
 import re
-from functools import partial
 from typing import Annotated, Literal, NotRequired
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite, RetryPolicy
+from langgraph.types import Overwrite
 from typing_extensions import TypedDict
 
-from specreason_graph import client, context, grading, prompts, rules
+from specreason_graph import context, models, prompts, rules
 from specreason_graph.context import Context
-from specreason_graph.graph import SERVER_ERRORS, Models, build_graph
+from specreason_graph.evaluation import grading
+from specreason_graph.graph import compile_graph
+from specreason_graph.models import RETRY, Models
 from specreason_graph.state import StepRecord, StopReason
 
 RETRY_THRESHOLD = 9
@@ -112,10 +113,6 @@ class SolverState(TypedDict):
     kept_tokens: NotRequired[int]
 
 
-def _ctx(runtime: Runtime[Context]) -> Context:
-    return context.current(runtime.context)
-
-
 # --- pure helpers ------------------------------------------------------------------------------
 
 _WORD = re.compile(r"[a-z]+")
@@ -145,27 +142,35 @@ def prepare(state: SolverInput) -> dict:
             "stop_reason": None, "kept_tokens": 0}
 
 
-def route(state: SolverState, runtime: Runtime[Context], models: Models) -> dict:
-    """The small model calls the question easy or hard (one short greedy call)."""
-    reply = client.complete(
-        models.small(_ctx(runtime)),
-        [HumanMessage(prompts.render_problem("route", state["problem"]))],
-        max_tokens=ROUTE_MAX_TOKENS, temperature=0.0)
-    return {"route": parse_route(reply.text)}
+class SmallModelNodes:
+    """The solver's own model calls, both to the small model, over one ``Models``."""
 
+    def __init__(self, chats: Models):
+        self.chats = chats
 
-def direct(state: SolverState, runtime: Runtime[Context], models: Models) -> dict:
-    """The small model answers in one call with the problem prompt (its whole answer is one step)."""
-    ctx = _ctx(runtime)
-    reply = client.complete(
-        models.small(ctx), [HumanMessage(prompts.render_problem(ctx.prompt, state["problem"]))],
-        max_tokens=ctx.token_budget, temperature=ctx.temperature, top_p=ctx.top_p, seed=ctx.seed)
-    text = reply.text.strip()
-    answer = rules.extract_answer(text)
-    stop: StopReason = ("answer" if answer is not None else
-                        "token_budget" if reply.finish_reason == "length" else "finished")
-    return {"steps": [text], "trace": [], "answer": answer, "stop_reason": stop,
-            "kept_tokens": reply.tokens}
+    def route(self, state: SolverState, runtime: Runtime[Context]) -> dict:
+        """The small model calls the question easy or hard (one short greedy call)."""
+        reply = models.complete(
+            self.chats.chat("small", context.of(runtime)),
+            [HumanMessage(prompts.render_problem("route", state["problem"]))],
+            max_tokens=ROUTE_MAX_TOKENS, temperature=0.0)
+        return {"route": parse_route(reply.text)}
+
+    def direct(self, state: SolverState, runtime: Runtime[Context]) -> dict:
+        """The small model answers in one call with the problem prompt (its whole answer is one
+        step)."""
+        ctx = context.of(runtime)
+        reply = models.complete(
+            self.chats.chat("small", ctx),
+            [HumanMessage(prompts.render_problem(ctx.prompt, state["problem"]))],
+            max_tokens=ctx.token_budget, temperature=ctx.temperature, top_p=ctx.top_p,
+            seed=ctx.seed)
+        text = reply.text.strip()
+        answer = rules.extract_answer(text)
+        stop: StopReason = ("answer" if answer is not None else
+                            "token_budget" if reply.finish_reason == "length" else "finished")
+        return {"steps": [text], "trace": [], "answer": answer, "stop_reason": stop,
+                "kept_tokens": reply.tokens}
 
 
 def check(state: SolverState, runtime: Runtime[Context]) -> dict:
@@ -180,7 +185,7 @@ def check(state: SolverState, runtime: Runtime[Context]) -> dict:
     attempt: Attempt = {
         "mode": mode,
         "threshold": None if mode == "direct" else
-        (_ctx(runtime).threshold if threshold is None else threshold),
+        rules.threshold_for(threshold, context.of(runtime).threshold),
         "answer": answer, "stop_reason": state.get("stop_reason"), "steps": len(steps),
         "verified": verified}
     update: dict = {"attempts": [attempt], "final_answer": answer, "verified": verified}
@@ -210,15 +215,14 @@ def build_solver(*, small: BaseChatModel | None = None, base: BaseChatModel | No
     """The uncompiled solver. ``small``/``base`` replace the Context's endpoints for every call
     (``route`` and ``direct`` use the small model, SpecReason both); compile it with your own
     checkpointer if you want threads."""
-    models = Models(small, base)
-    retry = RetryPolicy(max_attempts=3, initial_interval=1.0, retry_on=SERVER_ERRORS)
-    specreason = build_graph(small=small, base=base).compile(name="specreason")
+    nodes = SmallModelNodes(Models(small, base))
+    specreason = compile_graph(small=small, base=base)
 
     builder = StateGraph(SolverState, input_schema=SolverInput, output_schema=SolverOutput,
                          context_schema=Context)
     builder.add_node("prepare", prepare)
-    builder.add_node("route", partial(route, models=models), retry_policy=retry)
-    builder.add_node("direct", partial(direct, models=models), retry_policy=retry)
+    builder.add_node("route", nodes.route, retry_policy=RETRY)
+    builder.add_node("direct", nodes.direct, retry_policy=RETRY)
     builder.add_node("specreason", specreason)
     builder.add_node("check", check)
 

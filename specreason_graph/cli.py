@@ -19,7 +19,6 @@ import dataclasses
 import json
 import os
 import sys
-import threading
 import time
 import typing
 from contextlib import ExitStack
@@ -30,12 +29,20 @@ import openai
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from specreason_graph import datasets, preflight, servers
 from specreason_graph.context import Context
-from specreason_graph.graph import ModelCallError
-from specreason_graph.summary import summarize
+from specreason_graph.evaluation import calibrate, datasets, report, runner
+from specreason_graph.evaluation.cost_model import parse_gpu
+from specreason_graph.evaluation.modes import Mode, parse_mode
+from specreason_graph.evaluation.records import RUNS_FILE
+from specreason_graph.evaluation.render import COLUMNS, cell, markdown, splice
+from specreason_graph.graph import compile_graph
+from specreason_graph.models import ModelCallError
+from specreason_graph.serving import launcher, preflight
+from specreason_graph.serving.config import ServerError, load_config
+from specreason_graph.trace import summarize
 
 console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -95,12 +102,12 @@ def _servers_for(args: argparse.Namespace, ctx: Context, stack: ExitStack) -> No
     """Start the local servers (for the ``with`` block of ``stack``) if the user named none and
     none answer; then check the pair."""
     if not _user_named_endpoints(args) and not args.no_serve:
-        local = servers.load_config(args.servers)
-        if not all(servers.healthy(s) for s in local.servers):
+        local = load_config(args.servers)
+        if not all(launcher.healthy(s) for s in local.servers):
             err.print(f"[yellow]No servers answer at {ctx.base_url} and {ctx.small_url}: "
                       f"starting the '{local.name}' servers (about 2 minutes; stopped again "
                       "at the end — `specreason serve start` keeps them up).[/]")
-            stack.enter_context(servers.launch(local, echo=lambda m: err.print(f"  {m}")))
+            stack.enter_context(launcher.launch(local, echo=lambda m: err.print(f"  {m}")))
     try:
         for warning in preflight.check_pair(ctx):
             err.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -132,8 +139,6 @@ def _question(args: argparse.Namespace) -> tuple[str, str | None, str | None]:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from specreason_graph.graph import compile_graph
-
     question, gold, prompt = _question(args)
     if not question.strip():
         raise CliError("the question is empty")
@@ -210,12 +215,8 @@ def _print_summary(final: dict[str, Any], trace: list, wall: float, gold: str | 
 
 # --- bench / calibrate ---------------------------------------------------------------------------
 
-def _bench_run(args: argparse.Namespace, modes: list, out: Path) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from specreason_graph import bench
-    from specreason_graph.graph import compile_graph
-
+def _bench_run(args: argparse.Namespace, modes: list[Mode], out: Path) -> runner.BenchResult:
+    
     try:
         problems = datasets.select(args.dataset, limit=args.limit, ids=args.ids, offset=args.offset)
     except (KeyError, ValueError) as exc:
@@ -232,37 +233,29 @@ def _bench_run(args: argparse.Namespace, modes: list, out: Path) -> Any:
                       TimeRemainingColumn(), console=err, transient=False) as bar:
             task = bar.add_task("starting", total=None)
 
-            def show(p: bench.Progress) -> None:
+            def show(p: runner.Progress) -> None:
                 acc = "  ".join(f"{m} {r}/{n}" for m, (r, n) in p.correct_by_mode.items())
                 bar.update(task, completed=p.done, total=p.total, description=f"right: {acc}")
 
-            result = bench.run_bench(compile_graph(), problems, modes, ctx, out,
+            result = runner.run_bench(compile_graph(), problems, modes, ctx, out,
                                      samples=args.samples, concurrency=args.concurrency,
                                      seed=args.seed, on_progress=show)
-    if result.interrupted and result.abandoned:
-        _ABANDONED.set()
     if result.interrupted:
-        err.print(f"[yellow]Interrupted: finished runs are in {out / bench.RUNS_FILE}"
+        err.print(f"[yellow]Interrupted: finished runs are in {out / RUNS_FILE}"
                   f"{f'; {result.abandoned} in flight were dropped' if result.abandoned else ''}. "
                   "The same command resumes.[/]")
     return result
 
 
-_ABANDONED = threading.Event()
-"""An interrupted bench left runs in flight: their threads are not waited for at exit."""
-
-
 def _print_report(summary: dict[str, Any]) -> None:
-    from specreason_graph import report
-
     table = Table(title=summary["title"])
     keys = ("mode", "runs", "accuracy", "mean_s", "p90_s", "speedup", "acceptance", "share_judge",
             "judge_cache_hit", "failed")
-    for key, header, _fmt in report.COLUMNS:
+    for key, header, _fmt in COLUMNS:
         if key in keys:
             table.add_column(header, justify="left" if key == "mode" else "right")
     for row in summary["rows"]:
-        table.add_row(*(report.cell(row.get(k), f) for k, _, f in report.COLUMNS if k in keys))
+        table.add_row(*(cell(row.get(k), f) for k, _, f in COLUMNS if k in keys))
     console.print(table, width=None if console.is_terminal else 160)
     for c in summary["paired"]:
         console.print(f"{c['mode']} vs {c['reference']}: accuracy {c['diff']:+.1%} "
@@ -271,11 +264,10 @@ def _print_report(summary: dict[str, Any]) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from specreason_graph import bench, report
-
     try:
-        modes = [bench.parse_mode(_calibrated(m, args.calibration)) for m in args.modes]
-        gpu = report.parse_gpu(args.gpu) if args.gpu else None
+        thresholds = calibrate.load_thresholds(args.calibration) if args.calibration else None
+        modes = [parse_mode(m, thresholds) for m in args.modes]
+        gpu = parse_gpu(args.gpu) if args.gpu else None
     except ValueError as exc:
         raise CliError(str(exc)) from None
     out = Path(args.out or f"benchmarks/results/{args.dataset}")
@@ -286,45 +278,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _print_report(summary)
     console.print(f"wrote {out}/summary.md, summary.csv, summary.json, accuracy_latency.png, "
                   "threshold_sweep.png")
-    return 130 if result.interrupted else 0
+    return _finish(result, 0)
 
 
-def _calibrated(mode: str, calibration: str | None) -> str:
-    """``spec:t=cal,score=expected`` → the threshold ``specreason calibrate`` chose for that score."""
-    if "t=cal" not in mode:
-        return mode
-    if not calibration:
-        raise ValueError(f"mode {mode!r} takes its threshold from --calibration FILE "
-                         "(calibration.json written by `specreason calibrate`)")
-    try:
-        found = json.loads(Path(calibration).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read the calibration {calibration}: {exc}") from None
-    method = "expected" if "score=expected" in mode else "greedy"
-    threshold = found["methods"][method]["threshold"]
-    name = f"specreason t={threshold:g} {method} (calibrated)"
-    return mode.replace("t=cal", f"t={threshold:g}") + ("" if "name=" in mode else f",name={name}")
+def _finish(result: runner.BenchResult, code: int) -> int:
+    """The exit code of a bench-like command. After a Ctrl-C every finished run and the report are
+    written; runs still in flight live in threads blocked on a model call (and, inside LangGraph, in
+    executor threads the interpreter would join at exit): do not wait for them."""
+    if not result.interrupted:
+        return code
+    if result.abandoned:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    return 130
 
 
 def cmd_bench_report(args: argparse.Namespace) -> int:
-    from specreason_graph import report
-
     try:
-        gpu = report.parse_gpu(args.gpu) if args.gpu else None
+        gpu = parse_gpu(args.gpu) if args.gpu else None
         summary = report.build(Path(args.out), gpu=gpu)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     _print_report(summary)
     if args.into:
-        report.splice(Path(args.into), Path(args.out), report.markdown(summary))
+        splice(Path(args.into), Path(args.out), markdown(summary))
         console.print(f"updated {args.into}")
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from specreason_graph import bench, calibrate
-
-    mode = bench.parse_mode("spec:t=0,name=calibration")
+    mode = parse_mode("spec:t=0,name=calibration")
     if args.score_method or args.threshold is not None:
         raise CliError("calibrate judges every draft at threshold 0 and reads both score methods; "
                        "drop --threshold / --score-method")
@@ -347,21 +331,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         console.print(f"  → specreason bench --modes base small spec:t={c['threshold']:g},"
                       f"score={method}")
     console.print(f"wrote {out / 'calibration.json'}")
-    return 130 if result.interrupted else 0
+    return _finish(result, 0)
 
 
 # --- serve ---------------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = servers.load_config(args.config)
+    config = load_config(args.config)
     if args.action == "start":
-        servers.start(config, echo=err.print)
+        launcher.start(config, echo=err.print)
         for spec in config.servers:
             console.print(f"{spec.role}: {spec.url}  model {spec.served_model_name}")
     elif args.action == "stop":
-        servers.stop(config, echo=err.print)
+        launcher.stop(config, echo=err.print)
     else:
-        rows = servers.status(config)
+        rows = launcher.status(config)
         for row in rows:
             state = "[green]up[/]" if row["healthy"] else "[red]down[/]"
             console.print(f"{row['role']:<5} {state}  {row['url']}  {row['model']}  log {row['log']}")
@@ -433,19 +417,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        code = args.func(args)
-        if _ABANDONED.is_set():
-            # Ctrl-C during a benchmark: every finished run and the report are written. The runs
-            # still in flight live in threads blocked on a model call (and, inside LangGraph, in
-            # executor threads the interpreter would join at exit): do not wait for them.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        return code
+        return args.func(args)
     except CliError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
-    except (servers.ServerError, FileNotFoundError, ValueError) as exc:
+    except (ServerError, FileNotFoundError, ValueError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     except KeyboardInterrupt:

@@ -9,19 +9,37 @@ before any server time is spent; LangGraph builds it from a plain dict (Studio, 
 from __future__ import annotations
 
 import os
+import tomllib
+from functools import cache
 from typing import Any, Literal
 
+from langgraph.runtime import Runtime
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-# Where `specreason serve` puts the CPU default servers (servers/cpu.toml).
-LOCAL_BASE_URL = "http://127.0.0.1:8101/v1"
-LOCAL_SMALL_URL = "http://127.0.0.1:8102/v1"
-LOCAL_BASE_MODEL = "qwen2.5-coder-1.5b-instruct"
-LOCAL_SMALL_MODEL = "qwen2.5-coder-0.5b-instruct"
+from specreason_graph.resources import resource_dir
+from specreason_graph.rules import THRESHOLD_MAX, THRESHOLD_MIN
 
 ScoreMethod = Literal["greedy", "expected"]
+JudgeName = Literal["score"]
 PromptName = Literal["math", "multiple_choice"]
+LOCAL_SERVERS = "cpu"
+"""The server config (``servers/cpu.toml``) whose endpoints are the defaults: the servers that
+``specreason serve`` and ``make demo`` start on this machine."""
+
+
+@cache
+def local_endpoints(config: str = LOCAL_SERVERS) -> dict[str, str]:
+    """``{base,small}_{url,model}`` of the servers in ``servers/<config>.toml`` (one source for the
+    launcher and the Context's defaults)."""
+    data = tomllib.loads((resource_dir("servers") / f"{config}.toml").read_text(encoding="utf-8"))
+    host = data.get("defaults", {}).get("host", "127.0.0.1")
+    found: dict[str, str] = {}
+    for server in data.get("server", []):
+        role = server["role"]
+        found[f"{role}_url"] = f"http://{server.get('host', host)}:{server['port']}/v1"
+        found[f"{role}_model"] = server["served-model-name"]
+    return found
 
 
 def _env(field: str, default: Any) -> Any:
@@ -29,23 +47,32 @@ def _env(field: str, default: Any) -> Any:
     return lambda: os.environ.get(f"SPECREASON_{field.upper()}", default)
 
 
+def _local(field: str) -> Any:
+    """Default for an endpoint field: ``$SPECREASON_<FIELD>``, else the local servers' config."""
+    return lambda: os.environ.get(f"SPECREASON_{field.upper()}") or local_endpoints()[field]
+
+
 @dataclass(kw_only=True, config={"extra": "forbid", "validate_default": True})
 class Context:
     """Settings of one SpecReason run (the paper's defaults unless noted)."""
 
-    base_url: str = Field(default_factory=_env("base_url", LOCAL_BASE_URL), description=(
+    base_url: str = Field(default_factory=_local("base_url"), description=(
         "OpenAI-compatible endpoint of the base model (judges steps, writes rejected ones)."))
-    base_model: str = Field(default_factory=_env("base_model", LOCAL_BASE_MODEL), description=(
+    base_model: str = Field(default_factory=_local("base_model"), description=(
         "Model name served at base_url (as in vLLM's --served-model-name)."))
-    small_url: str = Field(default_factory=_env("small_url", LOCAL_SMALL_URL), description=(
+    small_url: str = Field(default_factory=_local("small_url"), description=(
         "OpenAI-compatible endpoint of the small model (drafts every step)."))
-    small_model: str = Field(default_factory=_env("small_model", LOCAL_SMALL_MODEL), description=(
+    small_model: str = Field(default_factory=_local("small_model"), description=(
         "Model name served at small_url."))
     api_key: str | None = Field(default_factory=_env("api_key", None), repr=False, description=(
         "API key sent to both servers (vLLM --api-key); never logged."))
 
-    threshold: float = Field(default_factory=_env("threshold", 7.0), ge=0, le=10, description=(
-        "Accept a draft when its score is >= this (0 keeps every draft, 10 none). Paper: 7."))
+    threshold: float = Field(default_factory=_env("threshold", 7.0), ge=THRESHOLD_MIN, le=THRESHOLD_MAX,
+                             description=("Accept a draft when its score is >= this (0 keeps every "
+                                          "draft, 10 none). Paper: 7."))
+    judge: JudgeName = Field(default_factory=_env("judge", "score"), description=(
+        "What scores a draft (specreason_graph.judges): score — the base model rates the step "
+        "0-9 with one token (the paper's judge)."))
     score_method: ScoreMethod = Field(default_factory=_env("score_method", "greedy"), description=(
         "greedy: the judge's generated digit (paper). expected: probability-weighted mean of the "
         "digit tokens among the judge's top logprobs."))
@@ -77,12 +104,15 @@ class Context:
     request_timeout: float = Field(default_factory=_env("request_timeout", 900.0), gt=0,
                                    description="Seconds to wait for one model call.")
 
+    def endpoint(self, role: Literal["small", "base"]) -> tuple[str, str]:
+        """(URL, served model name) of the ``role`` model."""
+        return (self.small_url, self.small_model) if role == "small" else (self.base_url, self.base_model)
+
     @model_validator(mode="after")
-    def _distinct_endpoints(self) -> Context:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be an http(s) URL, got {self.base_url!r}")
-        if not self.small_url.startswith(("http://", "https://")):
-            raise ValueError(f"small_url must be an http(s) URL, got {self.small_url!r}")
+    def _http_urls(self) -> Context:
+        for name in ("base_url", "small_url"):
+            if not getattr(self, name).startswith(("http://", "https://")):
+                raise ValueError(f"{name} must be an http(s) URL, got {getattr(self, name)!r}")
         return self
 
 
@@ -94,3 +124,8 @@ def current(context: object) -> Context:
     environment) rather than reading fields the outer context does not have.
     """
     return context if isinstance(context, Context) else Context()
+
+
+def of(runtime: Runtime[Any]) -> Context:
+    """The Context of the run a node is part of (see :func:`current`)."""
+    return current(runtime.context)

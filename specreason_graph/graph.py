@@ -1,20 +1,17 @@
-"""SpecReason as a LangGraph graph: the small model drafts each step, the base model judges it with
-one token, a step below the threshold is rewritten by the base model from the same prefix.
+"""SpecReason as a LangGraph graph: the small model drafts each step, a judge scores it (the paper's
+judge: the base model, one token), a step below the threshold is rewritten by the base model from
+the same prefix. The drawing is ``tests/unit_tests/snapshots/graph.mermaid`` (and the README's).
 
-    START → setup → next_step ─┬→ base_step ───────────────────────────→ commit → next_step …
-                               └→ draft → judge → by_score ─┬→ commit
-                                    │                       └→ regenerate → commit
-                                    └→ commit  (small_only: the small-model baseline, unjudged)
-    next_step → END once commit recorded a stop reason; a model whose context is full ends the
-    run from where it is (stop reason ``context_full``).
-
-Reads top to bottom: the nodes, the two routers, the wiring. Model calls go through ``client``,
-message layouts through ``prompts``, pure decisions through ``rules``.
+Reads top to bottom: the nodes, the routers, the wiring. Model calls go through ``models.Models``,
+judges through ``judges``, message layouts through ``prompts``, pure decisions through ``rules``.
+Nodes take ``(state, runtime)``; the ones that call a model are methods of :class:`Nodes`, which
+holds the graph's one :class:`~specreason_graph.models.Models`.
 """
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Callable
+from functools import wraps
 from typing import Literal
 
 import openai
@@ -24,37 +21,20 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, RetryPolicy
 
-from specreason_graph import client, context, prompts, rules
+from specreason_graph import context, judges, prompts, rules
 from specreason_graph.context import Context
+from specreason_graph.models import (
+    RETRY,
+    ContextFull,
+    MalformedReply,
+    ModelCallError,
+    Models,
+    Role,
+    StepReply,
+)
 from specreason_graph.state import InputState, OutputState, State, StepRecord
 
-
-class Models:
-    """The two chat models: given ones (tests, custom clients) or one per endpoint in the Context."""
-
-    def __init__(self, small: BaseChatModel | None = None, base: BaseChatModel | None = None):
-        self._small, self._base = small, base
-
-    def small(self, ctx: Context) -> BaseChatModel:
-        return self._small or client.chat_model(ctx.small_url, ctx.small_model, ctx.api_key,
-                                                ctx.request_timeout)
-
-    def base(self, ctx: Context) -> BaseChatModel:
-        return self._base or client.chat_model(ctx.base_url, ctx.base_model, ctx.api_key,
-                                               ctx.request_timeout)
-
-
-def _ctx(runtime: Runtime[Context]) -> Context:
-    return context.current(runtime.context)
-
-
-def _write(chat: BaseChatModel, state: State, ctx: Context) -> client.StepReply:
-    """The next step from ``chat``, continuing the kept steps (the same call for both models)."""
-    messages, continue_final = prompts.step_messages(
-        state["user_prompt"], state["steps"], ctx.thinking_opener, ctx.step_delimiter)
-    return client.write_step(
-        chat, messages, continue_final=continue_final, delimiter=ctx.step_delimiter,
-        max_tokens=ctx.max_step_tokens, temperature=ctx.temperature, top_p=ctx.top_p, seed=ctx.seed)
+Node = Callable[[State, Runtime[Context]], dict]
 
 
 def _record(state: State, **fields: object) -> StepRecord:
@@ -79,93 +59,93 @@ def setup(state: InputState, runtime: Runtime[Context]) -> dict:
     if not isinstance(problem, str) or not problem.strip():
         raise ValueError("the problem is empty: give the question as a non-empty string")
     threshold = state.get("threshold")
-    if threshold is not None and not (isinstance(threshold, (int, float)) and 0 <= threshold <= 10):
-        raise ValueError(f"threshold must be a number from 0 to 10, got {threshold!r}")
-    return {"user_prompt": prompts.render_problem(_ctx(runtime).prompt, problem),
+    if threshold is not None and not rules.is_threshold(threshold):
+        raise ValueError(f"threshold must be a number from {rules.THRESHOLD_MIN:g} to "
+                         f"{rules.THRESHOLD_MAX:g}, got {threshold!r}")
+    return {"user_prompt": prompts.render_problem(context.of(runtime).prompt, problem),
             "steps": Overwrite([]), "trace": Overwrite([]), "kept_tokens": 0,
             "pending": None, "stop_reason": None, "answer": None}
 
 
-def _model_node(role: Literal["small", "base"]):
-    """Wrap a node that calls a model: a full context ends the run (stop reason ``context_full``);
-    a server error becomes a ``ModelCallError`` naming the server, the node and the step."""
-    def wrap(body):
-        def node(state: State, runtime: Runtime[Context], models: Models) -> dict:
-            ctx = _ctx(runtime)
-            url = ctx.small_url if role == "small" else ctx.base_url
-            try:
-                return body(state, ctx, models)
-            except client.ContextFull as exc:
-                if not state["steps"]:  # nothing fits: bad input, not a stop
-                    raise ValueError(f"the problem does not fit the {role} model's context at "
-                                     f"{url}: {exc}") from None
-                runtime.stream_writer({"event": "stop", "stop_reason": "context_full",
-                                       "detail": str(exc)})
-                return {"stop_reason": "context_full", "pending": None,
-                        "answer": rules.extract_answer(state["steps"][-1])}
-            except (openai.APIError, client.MalformedReply) as exc:
-                raise ModelCallError(role, url, body.__name__, len(state["steps"]), exc) from exc
-        node.__name__, node.__doc__ = body.__name__, body.__doc__
-        return node
-    return wrap
+class Nodes:
+    """The nodes that call a model, over one pair of models."""
+
+    def __init__(self, models: Models):
+        self.models = models
+
+    def _write(self, role: Role, state: State, ctx: Context) -> StepReply:
+        """The next step from ``role``, continuing the kept steps (the same call for both models)."""
+        messages, continue_final = prompts.step_messages(
+            state["user_prompt"], state["steps"], ctx.thinking_opener, ctx.step_delimiter)
+        return self.models.write_step(role, ctx, messages, continue_final=continue_final)
+
+    def draft(self, state: State, runtime: Runtime[Context]) -> dict:
+        """The small model proposes the next step."""
+        reply = self._write("small", state, context.of(runtime))
+        return {"pending": _record(
+            state, writer="small", text=reply.text, tokens=reply.tokens, truncated=reply.truncated,
+            ended_turn=reply.ended_turn, draft=reply.text, draft_tokens=reply.tokens,
+            draft_ms=reply.ms)}
+
+    def judge(self, state: State, runtime: Runtime[Context]) -> dict:
+        """The run's judge scores the draft; the score decides the next edge."""
+        ctx = context.of(runtime)
+        pending = state["pending"]
+        assert pending is not None and pending["draft"] is not None
+        verdict = judges.get(ctx.judge)(
+            judges.Case(state["user_prompt"], state["steps"], pending["draft"]), ctx, self.models)
+        threshold = rules.threshold_for(state.get("threshold"), ctx.threshold)
+        return {"pending": {**pending, "score": verdict.score, "judge_token": verdict.token,
+                            "judge_alternatives": verdict.alternatives, "judge_error": verdict.error,
+                            "accepted": verdict.score >= threshold, "judge_ms": verdict.ms,
+                            "judge_prompt_tokens": verdict.prompt_tokens,
+                            "judge_cached_tokens": verdict.cached_tokens}}
+
+    def regenerate(self, state: State, runtime: Runtime[Context]) -> dict:
+        """The base model rewrites a rejected step from the same prefix (it never sees the draft)."""
+        pending = state["pending"]
+        assert pending is not None
+        reply = self._write("base", state, context.of(runtime))
+        return {"pending": {**pending, "writer": "base", "text": reply.text,
+                            "tokens": reply.tokens, "truncated": reply.truncated,
+                            "ended_turn": reply.ended_turn, "base_tokens": reply.tokens,
+                            "base_ms": reply.ms}}
+
+    def base_step(self, state: State, runtime: Runtime[Context]) -> dict:
+        """One of the first_n_base steps: the base model writes it, no draft, no judge."""
+        reply = self._write("base", state, context.of(runtime))
+        return {"pending": _record(
+            state, writer="base", forced=True, text=reply.text, tokens=reply.tokens,
+            truncated=reply.truncated, ended_turn=reply.ended_turn, base_tokens=reply.tokens,
+            base_ms=reply.ms)}
 
 
-@_model_node("small")
-def draft(state: State, ctx: Context, models: Models) -> dict:
-    """The small model proposes the next step."""
-    reply = _write(models.small(ctx), state, ctx)
-    return {"pending": _record(
-        state, writer="small", text=reply.text, tokens=reply.tokens, truncated=reply.truncated,
-        ended_turn=reply.ended_turn, draft=reply.text, draft_tokens=reply.tokens,
-        draft_ms=reply.ms)}
-
-
-@_model_node("base")
-def judge(state: State, ctx: Context, models: Models) -> dict:
-    """The base model scores the draft with one token; the score decides the next edge."""
-    pending = state["pending"]
-    assert pending is not None and pending["draft"] is not None
-    reply = client.judge(
-        models.base(ctx),
-        prompts.judge_messages(state["user_prompt"], state["steps"], pending["draft"],
-                               ctx.thinking_opener, ctx.step_delimiter),
-        top_logprobs=ctx.judge_top_logprobs)
-    score = (rules.greedy_score(reply.token) if ctx.score_method == "greedy"
-             else rules.expected_score(reply.top_logprobs))
-    threshold = state.get("threshold")
-    threshold = ctx.threshold if threshold is None else threshold
-    return {"pending": {**pending, "score": score, "judge_token": reply.token,
-                        "judge_alternatives": reply.top_logprobs, "judge_error": reply.error,
-                        "accepted": score >= threshold, "judge_ms": reply.ms,
-                        "judge_prompt_tokens": reply.prompt_tokens,
-                        "judge_cached_tokens": reply.cached_tokens}}
-
-
-@_model_node("base")
-def regenerate(state: State, ctx: Context, models: Models) -> dict:
-    """The base model rewrites a rejected step from the same prefix (it never sees the draft)."""
-    pending = state["pending"]
-    assert pending is not None
-    reply = _write(models.base(ctx), state, ctx)
-    return {"pending": {**pending, "writer": "base", "text": reply.text,
-                        "tokens": reply.tokens, "truncated": reply.truncated,
-                        "ended_turn": reply.ended_turn, "base_tokens": reply.tokens,
-                        "base_ms": reply.ms}}
-
-
-@_model_node("base")
-def base_step(state: State, ctx: Context, models: Models) -> dict:
-    """One of the first_n_base steps: the base model writes it, no draft, no judge."""
-    reply = _write(models.base(ctx), state, ctx)
-    return {"pending": _record(
-        state, writer="base", forced=True, text=reply.text, tokens=reply.tokens,
-        truncated=reply.truncated, ended_turn=reply.ended_turn, base_tokens=reply.tokens,
-        base_ms=reply.ms)}
+def calls_model(role: Role, node: Node) -> Node:
+    """``node`` calls the ``role`` model: a full context ends the run (stop reason
+    ``context_full``); a server error becomes a ``ModelCallError`` naming the server, the node and
+    the step."""
+    @wraps(node)
+    def guarded(state: State, runtime: Runtime[Context]) -> dict:
+        try:
+            return node(state, runtime)
+        except ContextFull as exc:
+            url, _ = context.of(runtime).endpoint(role)
+            if not state["steps"]:  # nothing fits: bad input, not a stop
+                raise ValueError(f"the problem does not fit the {role} model's context at "
+                                 f"{url}: {exc}") from None
+            runtime.stream_writer({"event": "stop", "stop_reason": "context_full",
+                                   "detail": str(exc)})
+            return {"stop_reason": "context_full", "pending": None,
+                    "answer": rules.extract_answer(state["steps"][-1])}
+        except (openai.APIError, MalformedReply) as exc:
+            url, _ = context.of(runtime).endpoint(role)
+            raise ModelCallError(role, url, node.__name__, len(state["steps"]), exc) from exc
+    return guarded
 
 
 def commit(state: State, runtime: Runtime[Context]) -> dict:
     """Keep the decided step, emit it on the custom stream, and check the stop rules."""
-    ctx = _ctx(runtime)
+    ctx = context.of(runtime)
     pending = state["pending"]
     assert pending is not None
     text = rules.close_think(pending["text"])
@@ -188,7 +168,7 @@ def next_step(state: State, runtime: Runtime[Context]) -> Literal["base_step", "
     """Stop once a stop reason is recorded; else the base model writes the first N, the small the rest."""
     if state.get("stop_reason"):
         return "__end__"
-    return "base_step" if len(state["steps"]) < _ctx(runtime).first_n_base else "draft"
+    return "base_step" if len(state["steps"]) < context.of(runtime).first_n_base else "draft"
 
 
 def by_score(state: State) -> Literal["commit", "regenerate", "__end__"]:
@@ -204,7 +184,7 @@ def after_draft(state: State, runtime: Runtime[Context]) -> Literal["judge", "co
     baseline keeps it unjudged."""
     if state.get("stop_reason"):
         return "__end__"
-    return "commit" if _ctx(runtime).small_only else "judge"
+    return "commit" if context.of(runtime).small_only else "judge"
 
 
 def after_base(state: State) -> Literal["commit", "__end__"]:
@@ -214,40 +194,18 @@ def after_base(state: State) -> Literal["commit", "__end__"]:
 
 # --- wiring ------------------------------------------------------------------------------------
 
-SERVER_ERRORS = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError,
-                 openai.RateLimitError, client.MalformedReply)
-"""Transient failures worth another try: refused/dropped connections, timeouts, 5xx, 429, and a
-200 reply that is not a completion (typically a proxy's error page)."""
-
-
-class ModelCallError(RuntimeError):
-    """A model server failed; the message names the server, the node and the step."""
-
-    def __init__(self, role: str, url: str, node: str, step: int, cause: Exception):
-        self.role, self.url, self.node, self.step = role, url, node, step
-        super().__init__(f"the {role} server at {url} failed in {node} of step {step}: "
-                         f"{type(cause).__name__}: {cause}")
-
-
-def transient(exc: Exception) -> bool:
-    """RetryPolicy.retry_on: retry what a server may get over (see SERVER_ERRORS)."""
-    cause = exc.__cause__ if isinstance(exc, ModelCallError) else exc
-    return isinstance(cause, SERVER_ERRORS)
-
-
 def build_graph(*, small: BaseChatModel | None = None, base: BaseChatModel | None = None,
-                retry: RetryPolicy | None = None) -> StateGraph[State, Context, InputState, OutputState]:
+                retry: RetryPolicy = RETRY) -> StateGraph[State, Context, InputState, OutputState]:
     """The uncompiled SpecReason graph. Pass chat models to use them instead of the Context's
     endpoints; compile it with your own checkpointer (``builder.compile(checkpointer=...)``)."""
-    models = Models(small, base)
-    retry = retry or RetryPolicy(max_attempts=3, initial_interval=1.0, retry_on=transient)
+    nodes = Nodes(Models(small, base))
     builder = StateGraph(State, input_schema=InputState, output_schema=OutputState,
                          context_schema=Context)
     builder.add_node("setup", setup)
-    builder.add_node("draft", partial(draft, models=models), retry_policy=retry)
-    builder.add_node("judge", partial(judge, models=models), retry_policy=retry)
-    builder.add_node("regenerate", partial(regenerate, models=models), retry_policy=retry)
-    builder.add_node("base_step", partial(base_step, models=models), retry_policy=retry)
+    builder.add_node("draft", calls_model("small", nodes.draft), retry_policy=retry)
+    builder.add_node("judge", calls_model("base", nodes.judge), retry_policy=retry)
+    builder.add_node("regenerate", calls_model("base", nodes.regenerate), retry_policy=retry)
+    builder.add_node("base_step", calls_model("base", nodes.base_step), retry_policy=retry)
     builder.add_node("commit", commit)
 
     builder.add_edge(START, "setup")
@@ -263,7 +221,8 @@ def build_graph(*, small: BaseChatModel | None = None, base: BaseChatModel | Non
 def compile_graph(
     *, small: BaseChatModel | None = None, base: BaseChatModel | None = None,
 ) -> CompiledStateGraph[State, Context, InputState, OutputState]:
-    """``build_graph(...)`` compiled without a checkpointer, named for Studio and tracing."""
+    """``build_graph(...)`` compiled without a checkpointer, named for Studio and tracing (the one
+    place the graph is compiled under its name)."""
     return build_graph(small=small, base=base).compile(name="specreason")
 
 

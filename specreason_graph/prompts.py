@@ -9,7 +9,6 @@ candidate step, a user turn asking for the score, and the assistant turn pre-fil
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
@@ -22,10 +21,6 @@ def load(name: str) -> str:
     """Text of ``prompts/<name>.txt``. Turn templates are stripped; pre-fills are kept exact."""
     text = (resource_dir("prompts") / f"{name}.txt").read_text(encoding="utf-8")
     return text if name.endswith("_prefill") else text.strip()
-
-
-def prompt_path(name: str) -> Path:
-    return resource_dir("prompts") / f"{name}.txt"
 
 
 def render_problem(prompt: str, problem: str) -> str:

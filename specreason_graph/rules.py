@@ -13,6 +13,19 @@ from specreason_graph.state import StopReason
 
 ANSWER_MARKERS = ("boxed", "Answer:", "ANSWER:")
 THINK_CLOSE = "</think>"
+THRESHOLD_MIN, THRESHOLD_MAX = 0.0, 10.0
+"""A threshold's range: 0 keeps every draft, 10 none (scores run from 0 to 9)."""
+
+
+def is_threshold(value: object) -> bool:
+    """``value`` is a number in the threshold's range (NaN is not)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and THRESHOLD_MIN <= value <= THRESHOLD_MAX)
+
+
+def threshold_for(override: float | None, default: float) -> float:
+    """A problem's threshold: its own override (``InputState.threshold``), else the run's."""
+    return default if override is None else override
 
 
 def _digit(token: str | None) -> int | None:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from specreason_graph.context import Context
 from specreason_graph.graph import compile_graph
-from specreason_graph.summary import summarize
+from specreason_graph.trace import summarize
 
 DESCRIPTION = (
     "Solve a math or reasoning problem carefully, step by step: a small model drafts each step and "

@@ -13,13 +13,13 @@ import urllib.request
 
 import pytest
 
-from specreason_graph import servers
+from specreason_graph.serving import config, launcher
 
 
 @pytest.fixture(scope="session")
-def local_servers() -> servers.ServerSet:
-    config = servers.load_config(os.environ.get("SPECREASON_TEST_SERVERS", "cpu"))
-    with servers.launch(config) as running:
+def local_servers() -> config.ServerSet:
+    servers = config.load_config(os.environ.get("SPECREASON_TEST_SERVERS", "cpu"))
+    with launcher.launch(servers) as running:
         yield running
 
 
@@ -31,7 +31,7 @@ def context_of(local_servers):
     return make
 
 
-def metric(spec: servers.ServerSpec, name: str) -> float:
+def metric(spec: config.ServerSpec, name: str) -> float:
     """Sum of a Prometheus counter from the server's /metrics."""
     with urllib.request.urlopen(f"{spec.origin}/metrics", timeout=10) as response:
         text = response.read().decode()

@@ -15,7 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from specreason_graph import bench, compile_graph, datasets, report
+from specreason_graph import compile_graph
+from specreason_graph.evaluation import datasets, report
+from specreason_graph.evaluation.modes import parse_mode
+from specreason_graph.evaluation.records import META_FILE, RUNS_FILE, load_records
+from specreason_graph.evaluation.records import key as run_key
+from specreason_graph.evaluation.runner import run_bench
 from tests.integration_tests.faultproxy import FaultProxy, Rule
 
 pytestmark = pytest.mark.integration
@@ -39,7 +44,7 @@ def check_record(record: dict) -> None:
     assert record["error"] is None, record["error"]
     assert record["mode"] in MODE_NAMES
     assert record["id"] in ("0", "1")
-    assert record["key"] == bench.key(record["mode"], record["id"], record["sample"])
+    assert record["key"] == run_key(record["mode"], record["id"], record["sample"])
     assert isinstance(record["correct"], bool)
     assert record["wall_s"] > 0
     assert isinstance(record["trace"], list) and record["trace"]
@@ -82,7 +87,7 @@ def test_bench_cli_interrupted_then_resumed(local_servers, slow_base, tmp_path):
             "--out", str(out), "--no-serve",
             "--base-url", slow_base.url, "--base-model", base.served_model_name,
             "--small-url", small.url, "--small-model", small.served_model_name]
-    runs = out / bench.RUNS_FILE
+    runs = out / RUNS_FILE
 
     # 1. Start, wait for the first finished run, then Ctrl-C.
     with (tmp_path / "first.out").open("w") as stdout, (tmp_path / "first.err").open("w") as stderr:
@@ -117,7 +122,7 @@ def test_bench_cli_interrupted_then_resumed(local_servers, slow_base, tmp_path):
     assert {r["mode"] for r in before} == {"small-only"}  # the base-only runs were held back
     for record in before:
         check_record(record)
-    meta = json.loads((out / bench.META_FILE).read_text())
+    meta = json.loads((out / META_FILE).read_text())
     assert len(meta["segments"]) == 1
     assert meta["segments"][0]["interrupted"] is True
     assert meta["segments"][0]["completed"] == len(before)
@@ -134,11 +139,11 @@ def test_bench_cli_interrupted_then_resumed(local_servers, slow_base, tmp_path):
     for record in after:
         check_record(record)
     assert after[: len(before)] == before  # the earlier lines are untouched ...
-    kept = bench.load_records(out)
+    kept = load_records(out)
     for record in before:  # ... and are still the records in force (not run again)
         assert kept[record["key"]]["finished_at"] == record["finished_at"]
 
-    meta = json.loads((out / bench.META_FILE).read_text())
+    meta = json.loads((out / META_FILE).read_text())
     assert [s["interrupted"] for s in meta["segments"]] == [True, False]
     assert meta["segments"][1]["runs"] == meta["segments"][1]["completed"] == 4 - len(before)
 
@@ -180,9 +185,9 @@ def test_bench_cli_interrupted_then_resumed(local_servers, slow_base, tmp_path):
 def test_run_bench_spec_records_judge_cache_and_builds_report(local_servers, tmp_path):
     ctx = local_servers.context(token_budget=30, max_step_tokens=16)
     problems = datasets.select("gsm8k", limit=1)
-    mode = bench.parse_mode("spec:t=0")
+    mode = parse_mode("spec:t=0")
     seen = []
-    result = bench.run_bench(compile_graph(), problems, [mode], ctx, tmp_path,
+    result = run_bench(compile_graph(), problems, [mode], ctx, tmp_path,
                              on_progress=seen.append)
 
     assert not result.interrupted and result.abandoned == 0
@@ -199,7 +204,7 @@ def test_run_bench_spec_records_judge_cache_and_builds_report(local_servers, tmp
         assert 0 <= step["judge_cached_tokens"] <= step["judge_prompt_tokens"]
     assert record["summary"]["drafts_judged"] == len(trace)
     # What runs.jsonl holds is the record as returned (tuples come back from JSON as lists).
-    assert bench.load_records(tmp_path) == json.loads(json.dumps(result.records, default=str))
+    assert load_records(tmp_path) == json.loads(json.dumps(result.records, default=str))
 
     summary = report.build(tmp_path)
     (row,) = summary["rows"]

@@ -14,7 +14,8 @@ import time
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from specreason_graph import build_graph, datasets
+from specreason_graph import build_graph
+from specreason_graph.evaluation import datasets
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,7 @@ WORKER = """
 import json, sqlite3, sys
 from langgraph.checkpoint.sqlite import SqliteSaver
 from specreason_graph import build_graph
-from specreason_graph.servers import load_config
+from specreason_graph.serving.config import load_config
 db, problem = sys.argv[1], sys.argv[2]
 settings = json.loads(sys.argv[3])
 with sqlite3.connect(db, check_same_thread=False) as conn:

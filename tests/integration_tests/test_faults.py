@@ -25,9 +25,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import RetryPolicy
 
-from specreason_graph import build_graph, client, datasets
+from specreason_graph import build_graph, models
 from specreason_graph.context import Context
-from specreason_graph.graph import ModelCallError, transient
+from specreason_graph.evaluation import datasets
+from specreason_graph.models import ModelCallError, transient
 from tests.integration_tests.faultproxy import FaultProxy, Rule, fail
 
 pytestmark = pytest.mark.integration
@@ -299,7 +300,7 @@ def test_step_call_slower_than_request_timeout_is_retried(local_servers, small_p
     base = local_servers.role("base")
     # request_timeout governs the Context's endpoints; the judge goes to its own client with a
     # generous timeout, because a 1.5B judge call on 2 shared CPU cores can outlast STEP_TIMEOUT.
-    judge_model = client.chat_model(base.url, base.served_model_name, None, 600.0)
+    judge_model = models.chat_model(base.url, base.served_model_name, None, 600.0)
     retries = Retries()
     graph = make_graph(retries, base=judge_model)
     ctx = context(local_servers, small_url=small_proxy.url, threshold=0,

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from specreason_graph import compile_graph, datasets, rules
+from specreason_graph import compile_graph, rules
+from specreason_graph.evaluation import datasets
 from tests.integration_tests.conftest import metric
 
 pytestmark = pytest.mark.integration
@@ -130,7 +131,7 @@ def test_cli_names_a_server_that_serves_another_model(local_servers):
 
 
 def test_preflight_finds_the_real_pair_of_one_tokenizer_family(local_servers):
-    from specreason_graph import preflight
+    from specreason_graph.serving import preflight
 
     ctx = local_servers.context()
     base = preflight.check_endpoint("base", ctx.base_url, ctx.base_model)

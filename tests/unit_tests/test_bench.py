@@ -1,4 +1,4 @@
-"""specreason_graph.bench (modes, the resumable runner, /metrics), datasets.select and the bench /
+"""specreason_graph.evaluation.runner (modes, the resumable runner, /metrics), datasets.select and the bench /
 bench-report / calibrate command lines' error paths. The graph is the real one, with scripted chat
 models in place of the two servers; nothing here contacts a server."""
 
@@ -15,8 +15,15 @@ from typing import Any
 
 import pytest
 
-from specreason_graph import Context, bench, build_graph, cli, datasets
-from specreason_graph.summary import summarize
+from specreason_graph import Context, build_graph, cli
+from specreason_graph.evaluation import calibrate, datasets, metrics
+from specreason_graph.evaluation.metrics import scrape
+from specreason_graph.evaluation.modes import ALL_STEPS_BY_BASE, Mode, parse_mode
+from specreason_graph.evaluation.records import META_FILE, RUNS_FILE, load_records
+from specreason_graph.evaluation.records import key as run_key
+from specreason_graph.evaluation.render import splice
+from specreason_graph.evaluation.runner import Progress, run_bench
+from specreason_graph.trace import summarize
 from tests.fakes import ScriptedModel, score, step
 
 
@@ -76,43 +83,43 @@ class Pair:
         return len(self.small.calls), len(self.base.step_calls()), len(self.base.judge_calls())
 
 
-def modes(*texts: str) -> list[bench.Mode]:
-    return [bench.parse_mode(t) for t in texts]
+def modes(*texts: str) -> list[Mode]:
+    return [parse_mode(t) for t in texts]
 
 
 def lines(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / bench.RUNS_FILE).read_text().splitlines()]
+    return [json.loads(line) for line in (out / RUNS_FILE).read_text().splitlines()]
 
 
 def meta(out: Path) -> dict[str, Any]:
-    return json.loads((out / bench.META_FILE).read_text())
+    return json.loads((out / META_FILE).read_text())
 
 
 # --- parse_mode ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("base", bench.Mode("base-only", "base")),
-    ("small", bench.Mode("small-only", "small")),
-    ("spec", bench.Mode("specreason", "spec")),
-    ("  spec  ", bench.Mode("specreason", "spec")),
-    ("spec:", bench.Mode("specreason", "spec")),
-    ("spec:t=5,score=expected", bench.Mode("specreason t=5 expected", "spec", 5.0, "expected")),
+    ("base", Mode("base-only", "base")),
+    ("small", Mode("small-only", "small")),
+    ("spec", Mode("specreason", "spec")),
+    ("  spec  ", Mode("specreason", "spec")),
+    ("spec:", Mode("specreason", "spec")),
+    ("spec:t=5,score=expected", Mode("specreason t=5 expected", "spec", 5.0, "expected")),
     ("spec:threshold=7.5,score_method=greedy,first_n=2",
-     bench.Mode("specreason t=7.5 greedy n=2", "spec", 7.5, "greedy", 2)),
-    ("spec:n=0", bench.Mode("specreason", "spec", first_n_base=0)),
-    ("spec: t = 0 , first_n_base=3", bench.Mode("specreason t=0 n=3", "spec", 0.0, None, 3)),
-    ("spec:t=10", bench.Mode("specreason t=10", "spec", 10.0)),
-    ("spec:t=5,name=mine", bench.Mode("mine", "spec", 5.0)),
-    ("spec:t=5,name=", bench.Mode("specreason t=5", "spec", 5.0)),
+     Mode("specreason t=7.5 greedy n=2", "spec", 7.5, "greedy", 2)),
+    ("spec:n=0", Mode("specreason", "spec", first_n_base=0)),
+    ("spec: t = 0 , first_n_base=3", Mode("specreason t=0 n=3", "spec", 0.0, None, 3)),
+    ("spec:t=10", Mode("specreason t=10", "spec", 10.0)),
+    ("spec:t=5,name=mine", Mode("mine", "spec", 5.0)),
+    ("spec:t=5,name=", Mode("specreason t=5", "spec", 5.0)),
     ("base:url=http://h:8000/v1,model=qwq-specdec",
-     bench.Mode("base-only @http://h:8000/v1", "base", base_url="http://h:8000/v1",
+     Mode("base-only @http://h:8000/v1", "base", base_url="http://h:8000/v1",
                 base_model="qwq-specdec")),
     ("spec:t=7,url=http://h:8000/v1,name=SpecReason+SpecDecode",
-     bench.Mode("SpecReason+SpecDecode", "spec", 7.0, base_url="http://h:8000/v1")),
-    ("small:model=other", bench.Mode("small-only", "small", base_model="other")),
+     Mode("SpecReason+SpecDecode", "spec", 7.0, base_url="http://h:8000/v1")),
+    ("small:model=other", Mode("small-only", "small", base_model="other")),
 ])
 def test_parse_mode(text, expected):
-    assert bench.parse_mode(text) == expected
+    assert parse_mode(text) == expected
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -135,54 +142,54 @@ def test_parse_mode(text, expected):
 ])
 def test_parse_mode_errors(text, message):
     with pytest.raises(ValueError) as info:
-        bench.parse_mode(text)
+        parse_mode(text)
     assert message in str(info.value)
 
 
 # --- Mode.context / settings ---------------------------------------------------------------------
 
 def test_base_mode_has_the_base_write_every_step():
-    c = bench.parse_mode("base").context(ctx(small_only=True, first_n_base=2))
-    assert c.first_n_base == bench.ALL_STEPS_BY_BASE == 1_000_000
+    c = parse_mode("base").context(ctx(small_only=True, first_n_base=2))
+    assert c.first_n_base == ALL_STEPS_BY_BASE == 1_000_000
     assert c.small_only is False
     assert (c.base_url, c.small_url) == (URL, URL)
 
 
 def test_small_mode_is_small_only():
-    c = bench.parse_mode("small").context(ctx(first_n_base=2))
+    c = parse_mode("small").context(ctx(first_n_base=2))
     assert c.small_only is True
     assert c.first_n_base == 2  # irrelevant to small-only and left as given
 
 
 def test_spec_mode_overrides_only_the_fields_it_names():
     base = ctx(threshold=3, score_method="expected", first_n_base=1, small_only=True)
-    plain = bench.parse_mode("spec").context(base)
+    plain = parse_mode("spec").context(base)
     assert (plain.threshold, plain.score_method, plain.first_n_base, plain.small_only) == (
         3.0, "expected", 1, False)
-    only_t = bench.parse_mode("spec:t=8").context(base)
+    only_t = parse_mode("spec:t=8").context(base)
     assert (only_t.threshold, only_t.score_method, only_t.first_n_base) == (8.0, "expected", 1)
-    every = bench.parse_mode("spec:t=0,score=greedy,n=0").context(base)
+    every = parse_mode("spec:t=0,score=greedy,n=0").context(base)
     assert (every.threshold, every.score_method, every.first_n_base) == (0.0, "greedy", 0)
     assert base.threshold == 3.0  # the given Context is not changed
 
 
 def test_url_and_model_override_the_base_server_only():
-    c = bench.parse_mode("spec:url=http://other:9000/v1,model=qwq").context(ctx())
+    c = parse_mode("spec:url=http://other:9000/v1,model=qwq").context(ctx())
     assert c.base_url == "http://other:9000/v1" and c.base_model == "qwq"
     assert c.small_url == URL and c.small_model == Context().small_model
 
 
 def test_context_extra_fields():
-    c = bench.parse_mode("small").context(ctx(), prompt="multiple_choice", seed=7)
+    c = parse_mode("small").context(ctx(), prompt="multiple_choice", seed=7)
     assert (c.prompt, c.seed, c.small_only) == ("multiple_choice", 7, True)
 
 
 def test_settings_record_the_effective_fields():
     c = ctx(threshold=6)
-    assert bench.parse_mode("base").settings(c) == {
+    assert parse_mode("base").settings(c) == {
         "kind": "base", "threshold": 6.0, "score_method": "greedy", "first_n_base": 1_000_000,
         "small_only": False, "base_url": URL, "base_model": c.base_model}
-    assert bench.parse_mode("spec:t=5,score=expected,url=http://x:1/v1").settings(c) == {
+    assert parse_mode("spec:t=5,score=expected,url=http://x:1/v1").settings(c) == {
         "kind": "spec", "threshold": 5.0, "score_method": "expected", "first_n_base": 0,
         "small_only": False, "base_url": "http://x:1/v1", "base_model": c.base_model}
 
@@ -215,19 +222,19 @@ def test_scrape_sums_counters_over_labels(monkeypatch):
         asked_for.append((url, timeout))
         return FakeResponse(METRICS.encode())
 
-    monkeypatch.setattr(bench.urllib.request, "urlopen", urlopen)
-    assert bench.scrape("http://h:8101/v1/") == {
+    monkeypatch.setattr(metrics.urllib.request, "urlopen", urlopen)
+    assert scrape("http://h:8101/v1/") == {
         "vllm:prefix_cache_queries_total": 1500.0, "vllm:prefix_cache_hits_total": 150.0}
     assert asked_for == [("http://h:8101/metrics", 10.0)]
-    assert bench.scrape("http://h:8101", ["vllm:num_requests_running", "absent"], timeout=2) == {
+    assert scrape("http://h:8101", ["vllm:num_requests_running", "absent"], timeout=2) == {
         "vllm:num_requests_running": 2.0, "absent": 0.0}
     assert asked_for[-1] == ("http://h:8101/metrics", 2)
 
 
 def test_scrape_of_a_server_that_does_not_answer_is_none():
     started = time.perf_counter()
-    assert bench.scrape(URL, timeout=2) is None
-    assert bench.scrape("not a url") is None
+    assert scrape(URL, timeout=2) is None
+    assert scrape("not a url") is None
     assert time.perf_counter() - started < 5
 
 
@@ -235,15 +242,15 @@ def test_scrape_of_a_server_that_fails_is_none(monkeypatch):
     def urlopen(url, timeout):
         raise TimeoutError("timed out")  # an OSError
 
-    monkeypatch.setattr(bench.urllib.request, "urlopen", urlopen)
-    assert bench.scrape("http://h:1/v1") is None
+    monkeypatch.setattr(metrics.urllib.request, "urlopen", urlopen)
+    assert scrape("http://h:1/v1") is None
 
 
 # --- load_records --------------------------------------------------------------------------------
 
 def test_load_records_keeps_the_last_record_of_a_key_and_skips_a_torn_line(tmp_path):
-    assert bench.load_records(tmp_path) == {}
-    (tmp_path / bench.RUNS_FILE).write_text(
+    assert load_records(tmp_path) == {}
+    (tmp_path / RUNS_FILE).write_text(
         '{"key": "a|0|0", "n": 1}\n'
         '\n'
         '[1, 2]\n'
@@ -251,12 +258,12 @@ def test_load_records_keeps_the_last_record_of_a_key_and_skips_a_torn_line(tmp_p
         '{"key": "b|0|0", "n": 2}\n'
         '{"key": "a|0|0", "n": 3}\n'
         '{"key": "c|0|0", "n"')
-    assert bench.load_records(tmp_path) == {"a|0|0": {"key": "a|0|0", "n": 3},
+    assert load_records(tmp_path) == {"a|0|0": {"key": "a|0|0", "n": 3},
                                            "b|0|0": {"key": "b|0|0", "n": 2}}
 
 
 def test_key():
-    assert bench.key("base-only", "12", 3) == "base-only|12|3"
+    assert run_key("base-only", "12", 3) == "base-only|12|3"
 
 
 # --- run_bench -----------------------------------------------------------------------------------
@@ -272,8 +279,8 @@ EXPECTED_CORRECT = {  # (mode, problem) -> right?
 
 def test_run_bench_records_every_mode_problem_and_sample(tmp_path):
     pair = Pair()
-    progress: list[bench.Progress] = []
-    result = bench.run_bench(pair.graph, [P0, P1], modes(*FOUR), ctx(), tmp_path, samples=2,
+    progress: list[Progress] = []
+    result = run_bench(pair.graph, [P0, P1], modes(*FOUR), ctx(), tmp_path, samples=2,
                              seed=100, on_progress=progress.append)
     assert result.out == tmp_path and result.interrupted is False and result.abandoned == 0
     order = [f"{m}|{p}|{s}" for p in ("0", "1") for s in (0, 1)
@@ -282,7 +289,7 @@ def test_run_bench_records_every_mode_problem_and_sample(tmp_path):
     on_disk = lines(tmp_path)
     assert [r["key"] for r in on_disk] == order
     assert on_disk == json.loads(json.dumps(list(result.records.values())))
-    assert bench.load_records(tmp_path) == {r["key"]: r for r in on_disk}
+    assert load_records(tmp_path) == {r["key"]: r for r in on_disk}
 
     for r in on_disk:
         mode, pid, sample = r["key"].split("|")
@@ -325,7 +332,7 @@ def test_run_bench_records_every_mode_problem_and_sample(tmp_path):
 
 def test_meta_records_settings_machine_and_segments(tmp_path):
     c = ctx(token_budget=2048)
-    bench.run_bench(Pair().graph, [P0, P1], modes("base", "spec:t=5"), c, tmp_path,
+    run_bench(Pair().graph, [P0, P1], modes("base", "spec:t=5"), c, tmp_path,
                     concurrency=2, seed=3)
     m = meta(tmp_path)
     settings = m["settings"]
@@ -336,8 +343,8 @@ def test_meta_records_settings_machine_and_segments(tmp_path):
                     "request_timeout"):
         assert dropped not in settings["context"]
     assert settings["modes"] == {
-        "base-only": bench.parse_mode("base").settings(c),
-        "specreason t=5": bench.parse_mode("spec:t=5").settings(c)}
+        "base-only": parse_mode("base").settings(c),
+        "specreason t=5": parse_mode("spec:t=5").settings(c)}
     assert set(m["machine"]) == {"host", "cpus", "memory_gib", "platform", "python"}
     [segment] = m["segments"]
     assert {k: segment[k] for k in ("concurrency", "seed", "runs", "problems", "modes",
@@ -363,7 +370,7 @@ def test_concurrent_workers_run_at_once(tmp_path):
 
     pair = Pair(hook=hook)
     problems = [P0, P1, P2]
-    result = bench.run_bench(pair.graph, problems, modes("small", "spec"), ctx(), tmp_path,
+    result = run_bench(pair.graph, problems, modes("small", "spec"), ctx(), tmp_path,
                              concurrency=4)
     assert len(result.records) == 6
     assert all(r["error"] is None for r in result.records.values())
@@ -377,11 +384,11 @@ def test_concurrent_workers_run_at_once(tmp_path):
 
 def test_resume_runs_only_what_is_missing(tmp_path):
     first = Pair()
-    bench.run_bench(first.graph, [P0], modes("base", "small"), ctx(), tmp_path)
+    run_bench(first.graph, [P0], modes("base", "small"), ctx(), tmp_path)
     assert first.calls() == (1, 1, 0)
 
     second = Pair()
-    result = bench.run_bench(second.graph, [P0, P1], modes("base", "small", "spec"), ctx(), tmp_path)
+    result = run_bench(second.graph, [P0, P1], modes("base", "small", "spec"), ctx(), tmp_path)
     # missing: base-only|1, small-only|1, specreason|0, specreason|1
     assert second.calls() == (3, 1, 2)
     assert len(result.records) == 6 and len(lines(tmp_path)) == 6
@@ -391,7 +398,7 @@ def test_resume_runs_only_what_is_missing(tmp_path):
     assert list(m["settings"]["modes"]) == ["base-only", "small-only", "specreason"]
 
     third = Pair()
-    done = bench.run_bench(third.graph, [P0, P1], modes("base", "small", "spec"), ctx(), tmp_path)
+    done = run_bench(third.graph, [P0, P1], modes("base", "small", "spec"), ctx(), tmp_path)
     assert third.calls() == (0, 0, 0)
     assert done.interrupted is False and len(done.records) == 6
     assert [s["runs"] for s in meta(tmp_path)["segments"]] == [2, 4, 0]
@@ -400,8 +407,8 @@ def test_resume_runs_only_what_is_missing(tmp_path):
 
 def test_a_failed_run_is_recorded_and_retried_on_resume(tmp_path):
     broken = Pair(fail=P1.question.strip())
-    progress: list[bench.Progress] = []
-    result = bench.run_bench(broken.graph, [P0, P1, P2], modes("small"), ctx(), tmp_path,
+    progress: list[Progress] = []
+    result = run_bench(broken.graph, [P0, P1, P2], modes("small"), ctx(), tmp_path,
                              on_progress=progress.append)
     failed = result.records["small-only|1|0"]
     assert failed["error"] == "RuntimeError: boom" and failed["correct"] is None
@@ -411,14 +418,14 @@ def test_a_failed_run_is_recorded_and_retried_on_resume(tmp_path):
     assert result.interrupted is False
 
     fixed = Pair()
-    again = bench.run_bench(fixed.graph, [P0, P1, P2], modes("small"), ctx(), tmp_path,
+    again = run_bench(fixed.graph, [P0, P1, P2], modes("small"), ctx(), tmp_path,
                             on_progress=progress.append)
     assert fixed.calls() == (1, 0, 0)
     assert P1.question.strip() in asked(fixed.small.calls[0][0])
     assert again.records["small-only|1|0"]["error"] is None
     assert again.records["small-only|1|0"]["correct"] is False
     assert len(lines(tmp_path)) == 4  # the failed line stays; the newer record wins
-    assert bench.load_records(tmp_path)["small-only|1|0"]["error"] is None
+    assert load_records(tmp_path)["small-only|1|0"]["error"] is None
     assert progress[-1].correct_by_mode == {"small-only": (1, 3)}
     assert meta(tmp_path)["segments"][-1]["runs"] == 1
 
@@ -436,14 +443,14 @@ def test_stop_interrupts_keeps_finished_runs_and_the_same_call_resumes(tmp_path)
             second_started.set()
             assert gate.wait(10)
 
-    def on_progress(p: bench.Progress) -> None:
+    def on_progress(p: Progress) -> None:
         assert second_started.wait(10)
         stop.set()
 
     pair = Pair(hook=hook)
     problems = [P0, P1, P2]
     try:
-        result = bench.run_bench(pair.graph, problems, modes("small", "spec"), ctx(), tmp_path,
+        result = run_bench(pair.graph, problems, modes("small", "spec"), ctx(), tmp_path,
                                  on_progress=on_progress, stop=stop)
     finally:
         gate.set()  # let the daemon worker finish its (dropped) run
@@ -456,7 +463,7 @@ def test_stop_interrupts_keeps_finished_runs_and_the_same_call_resumes(tmp_path)
     assert "ended" in segment and "metrics_after" in segment
 
     rest = Pair()
-    done = bench.run_bench(rest.graph, problems, modes("small", "spec"), ctx(), tmp_path)
+    done = run_bench(rest.graph, problems, modes("small", "spec"), ctx(), tmp_path)
     assert done.interrupted is False and done.abandoned == 0
     assert rest.calls() == (5, 0, 3)
     assert len(done.records) == 6
@@ -464,10 +471,10 @@ def test_stop_interrupts_keeps_finished_runs_and_the_same_call_resumes(tmp_path)
 
 
 def test_ctrl_c_in_the_main_loop_is_an_interruption(tmp_path):
-    def on_progress(p: bench.Progress) -> None:
+    def on_progress(p: Progress) -> None:
         raise KeyboardInterrupt
 
-    result = bench.run_bench(Pair().graph, [P0, P1], modes("small"), ctx(), tmp_path,
+    result = run_bench(Pair().graph, [P0, P1], modes("small"), ctx(), tmp_path,
                              on_progress=on_progress)
     assert result.interrupted is True
     assert len(lines(tmp_path)) == 1 and len(result.records) == 1
@@ -478,10 +485,10 @@ def test_stop_set_before_the_start_runs_nothing(tmp_path):
     stop = threading.Event()
     stop.set()
     pair = Pair()
-    result = bench.run_bench(pair.graph, [P0, P1], modes("small"), ctx(), tmp_path, stop=stop)
+    result = run_bench(pair.graph, [P0, P1], modes("small"), ctx(), tmp_path, stop=stop)
     assert (result.interrupted, result.records, result.abandoned) == (True, {}, 0)
     assert pair.calls() == (0, 0, 0)
-    assert (tmp_path / bench.RUNS_FILE).read_text() == ""
+    assert (tmp_path / RUNS_FILE).read_text() == ""
 
 
 @pytest.mark.parametrize(("change", "detail"), [
@@ -493,12 +500,12 @@ def test_stop_set_before_the_start_runs_nothing(tmp_path):
 ])
 def test_resume_with_other_settings_is_refused(tmp_path, change, detail):
     out = tmp_path / "results"
-    bench.run_bench(Pair().graph, [P0], modes("base", "spec"), ctx(), out)
+    run_bench(Pair().graph, [P0], modes("base", "spec"), ctx(), out)
     args = {"problems": [P0], "modes": modes("base", "spec"), "context": ctx(), "samples": 1,
             **change}
     pair = Pair()
     with pytest.raises(ValueError) as info:
-        bench.run_bench(pair.graph, args["problems"], args["modes"], args["context"], out,
+        run_bench(pair.graph, args["problems"], args["modes"], args["context"], out,
                         samples=args["samples"])
     assert str(info.value) == (f"{out} holds results made with other settings {detail}; "
                                "give another --out, or the same settings to resume")
@@ -507,8 +514,8 @@ def test_resume_with_other_settings_is_refused(tmp_path, change, detail):
 
 
 def test_resume_may_add_modes_and_problems_and_change_concurrency(tmp_path):
-    bench.run_bench(Pair().graph, [P0], modes("base"), ctx(), tmp_path)
-    result = bench.run_bench(Pair().graph, [P0, P1], modes("base", "spec:t=3"), ctx(), tmp_path,
+    run_bench(Pair().graph, [P0], modes("base"), ctx(), tmp_path)
+    result = run_bench(Pair().graph, [P0, P1], modes("base", "spec:t=3"), ctx(), tmp_path,
                              concurrency=3, seed=1)
     assert len(result.records) == 4
     assert [s["concurrency"] for s in meta(tmp_path)["segments"]] == [1, 3]
@@ -524,29 +531,29 @@ def test_resume_may_add_modes_and_problems_and_change_concurrency(tmp_path):
 def test_run_bench_refuses_bad_arguments(tmp_path, args, message):
     given = {"problems": [P0], "modes": modes("base"), "samples": 1, "concurrency": 1, **args}
     with pytest.raises(ValueError) as info:
-        bench.run_bench(Pair().graph, given["problems"], given["modes"], ctx(), tmp_path / "out",
+        run_bench(Pair().graph, given["problems"], given["modes"], ctx(), tmp_path / "out",
                         samples=given["samples"], concurrency=given["concurrency"])
     assert message in str(info.value)
     assert not (tmp_path / "out").exists()
 
 
 def test_a_torn_last_line_is_skipped_on_resume(tmp_path):
-    bench.run_bench(Pair().graph, [P0], modes("small"), ctx(), tmp_path)
-    with (tmp_path / bench.RUNS_FILE).open("a") as f:
+    run_bench(Pair().graph, [P0], modes("small"), ctx(), tmp_path)
+    with (tmp_path / RUNS_FILE).open("a") as f:
         f.write('{"key": "small-only|1|0", "mode": "small-on')  # killed while writing
-    assert list(bench.load_records(tmp_path)) == ["small-only|0|0"]
+    assert list(load_records(tmp_path)) == ["small-only|0|0"]
     pair = Pair()
-    result = bench.run_bench(pair.graph, [P0, P1], modes("small"), ctx(), tmp_path)
+    result = run_bench(pair.graph, [P0, P1], modes("small"), ctx(), tmp_path)
     assert pair.calls() == (1, 0, 0)  # only the torn run is run again
     assert sorted(result.records) == ["small-only|0|0", "small-only|1|0"]
 
 
 def test_the_record_written_after_a_torn_line_survives(tmp_path):
-    bench.run_bench(Pair().graph, [P0], modes("small"), ctx(), tmp_path)
-    with (tmp_path / bench.RUNS_FILE).open("a") as f:
+    run_bench(Pair().graph, [P0], modes("small"), ctx(), tmp_path)
+    with (tmp_path / RUNS_FILE).open("a") as f:
         f.write('{"key": "small-only|1|0", "mode": "small-on')
-    bench.run_bench(Pair().graph, [P0, P1], modes("small"), ctx(), tmp_path)
-    assert sorted(bench.load_records(tmp_path)) == ["small-only|0|0", "small-only|1|0"]
+    run_bench(Pair().graph, [P0, P1], modes("small"), ctx(), tmp_path)
+    assert sorted(load_records(tmp_path)) == ["small-only|0|0", "small-only|1|0"]
 
 
 # --- datasets.select -----------------------------------------------------------------------------
@@ -651,7 +658,7 @@ def test_bench_report_bad_gpu(capsys, tmp_path):
 
 
 def test_bench_report_of_recorded_runs(capsys, tmp_path):
-    bench.run_bench(Pair().graph, [P0, P1], modes("base", "small", "spec"), ctx(), tmp_path)
+    run_bench(Pair().graph, [P0, P1], modes("base", "small", "spec"), ctx(), tmp_path)
     code, out, err = run_cli(capsys, "bench-report", str(tmp_path), "--gpu", "100,10,1000,0.01")
     assert code == 0, err
     for mode in ("base-only", "small-only", "specreason"):
@@ -668,30 +675,30 @@ def test_calibrated_mode_takes_the_threshold_calibrate_chose(tmp_path):
     found = {"methods": {"greedy": {"threshold": 9.0}, "expected": {"threshold": 6.5}}}
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps(found))
-    mode = bench.parse_mode(cli._calibrated("spec:t=cal,score=expected", str(path)))
+    thresholds = calibrate.load_thresholds(path)
+    mode = parse_mode("spec:t=cal,score=expected", thresholds)
     assert (mode.threshold, mode.score_method) == (6.5, "expected")
     assert mode.name == "specreason t=6.5 expected (calibrated)"
-    assert bench.parse_mode(cli._calibrated("spec:t=cal", str(path))).threshold == 9.0
-    assert cli._calibrated("spec:t=5", None) == "spec:t=5"
+    assert parse_mode("spec:t=cal", thresholds).threshold == 9.0
+    assert parse_mode("spec:t=5", None).threshold == 5
     with pytest.raises(ValueError, match="takes its threshold from --calibration"):
-        cli._calibrated("spec:t=cal", None)
+        parse_mode("spec:t=cal", None)
     with pytest.raises(ValueError, match="cannot read the calibration"):
-        cli._calibrated("spec:t=cal", str(tmp_path / "missing.json"))
+        calibrate.load_thresholds(tmp_path / "missing.json")
 
 
 def test_splice_replaces_only_its_own_section(tmp_path):
-    from specreason_graph import report
 
     doc = tmp_path / "BENCHMARKS.md"
     doc.write_text("# Benchmarks\n\nhand-written findings\n")
     out = tmp_path / "benchmarks" / "results" / "gsm8k"
-    report.splice(doc, out, "| table v1 |")
+    splice(doc, out, "| table v1 |")
     first = doc.read_text()
     assert first.startswith("# Benchmarks\n\nhand-written findings\n")
     assert "<!-- bench:gsm8k -->\n| table v1 |" in first
     assert "(benchmarks/results/gsm8k/accuracy_latency.png)" in first
     doc.write_text(first + "\nmore notes after\n")
-    report.splice(doc, out, "| table v2 |")
+    splice(doc, out, "| table v2 |")
     second = doc.read_text()
     assert "| table v1 |" not in second and second.count("<!-- bench:gsm8k -->") == 1
     assert "| table v2 |" in second and second.endswith("more notes after\n")

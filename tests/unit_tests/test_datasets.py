@@ -1,4 +1,4 @@
-"""specreason_graph.datasets: the offline loaders, their ids and golds, and the GPQA shuffle.
+"""specreason_graph.evaluation.datasets: the offline loaders, their ids and golds, and the GPQA shuffle.
 
 GPQA questions stay out of plain text: the raw rows are decrypted in memory only, and every
 assertion names problems by id or compares digests, so a failure never prints a question.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from specreason_graph import datasets
+from specreason_graph.evaluation import datasets
 from specreason_graph.resources import resource_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,7 +228,7 @@ def test_gpqa_answer_is_not_always_the_first_option():
     assert letters.count("A") < len(letters) / 2
 
 
-_GOLD_LETTERS = ("from specreason_graph import datasets; "
+_GOLD_LETTERS = ("from specreason_graph.evaluation import datasets; "
                  "print(''.join(p.answer for p in datasets.load('gpqa')))")
 
 

@@ -14,7 +14,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import RetryPolicy
 
 from specreason_graph import Context, build_graph
-from specreason_graph.graph import ModelCallError, transient
+from specreason_graph.models import ModelCallError, transient
 from tests.fakes import ScriptedModel, by_kind, score, step
 
 FAST_RETRY = RetryPolicy(max_attempts=2, initial_interval=0.01, jitter=False, retry_on=transient)

@@ -1,4 +1,4 @@
-"""specreason_graph.grading: right and wrong answers in every dataset's format, threads, processes.
+"""specreason_graph.evaluation.grading: right and wrong answers in every dataset's format, and threads.
 
 GPQA questions must not appear in plain text anywhere, failure messages included: the GPQA problems
 used here have their question replaced by its sha256 (grading reads only the answer and the prompt).
@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from math_verify import parse
 
-from specreason_graph import datasets
-from specreason_graph.datasets import Problem
-from specreason_graph.grading import Grade, choice_letter, grade, grade_many
+from specreason_graph.evaluation import datasets
+from specreason_graph.evaluation.datasets import Problem
+from specreason_graph.evaluation.grading import Grade, choice_letter, grade
 
 
 def _redacted(problem: Problem) -> Problem:
@@ -463,17 +463,6 @@ def test_grade_works_in_a_thread():
     assert results == expected
     assert [g.correct for g in results] == [True, False, False, True, True, False, True, True, False, True,
                                             False, True, False]
-
-
-def test_grade_many_sequential_is_grade():
-    pairs = _mixed_pairs()
-    assert grade_many(pairs) == [grade(problem, response) for problem, response in pairs]
-    assert grade_many([]) == []
-
-
-def test_grade_many_in_two_processes_equals_sequential():
-    pairs = _mixed_pairs() * 3
-    assert grade_many(pairs, processes=2) == grade_many(pairs, processes=1)
 
 
 # --- never an error -----------------------------------------------------------------------------------

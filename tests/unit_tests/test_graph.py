@@ -679,7 +679,7 @@ def test_a_non_transient_server_error_names_server_node_and_step_and_is_not_retr
     import httpx
     import openai
 
-    from specreason_graph.graph import ModelCallError
+    from specreason_graph.models import ModelCallError
 
     request = httpx.Request("POST", "http://127.0.0.1:8101/v1/chat/completions")
     denied = openai.AuthenticationError("bad key", response=httpx.Response(401, request=request),
@@ -696,7 +696,7 @@ def test_a_non_transient_server_error_names_server_node_and_step_and_is_not_retr
 def test_a_reply_that_is_not_a_completion_is_retried_then_named():
     from langgraph.types import RetryPolicy
 
-    from specreason_graph.graph import ModelCallError, transient
+    from specreason_graph.models import ModelCallError, transient
 
     page = ValueError("Unexpected response type: <class 'str'>")  # what a proxy's HTML page gives
     small = ScriptedModel(script=lambda m, kw: page)

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from specreason_graph import preflight
 from specreason_graph.context import Context
+from specreason_graph.serving import preflight
 
 
 def serve(models: dict[str, dict], tokens: list[int] | None, status: int = 200):

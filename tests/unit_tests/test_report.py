@@ -1,5 +1,5 @@
-"""specreason_graph.report (rows, paired tests, cost model, prefix cache, tables, plots, build) and
-specreason_graph.calibrate, on hand-made records shaped like bench._record's, plus one real
+"""specreason_graph.evaluation (stats rows, paired tests, cost model, prefix cache, tables, plots, build) and
+its calibrate module, on hand-made records shaped like _record's, plus one real
 (scripted-model) benchmark for build()."""
 
 from __future__ import annotations
@@ -14,13 +14,23 @@ from typing import Any
 
 import pytest
 
-from specreason_graph import Context, bench, build_graph, calibrate, datasets, report, rules
+from specreason_graph import Context, build_graph, rules
+from specreason_graph.evaluation import calibrate, datasets, report
+from specreason_graph.evaluation.cost_model import GPU_PROFILES, GpuProfile, Line, cost_model, fit, parse_gpu
+from specreason_graph.evaluation.metrics import PREFIX_COUNTERS, prefix_cache
+from specreason_graph.evaluation.modes import parse_mode
+from specreason_graph.evaluation.plots import pareto, plot_accuracy_latency, plot_threshold_sweep
+from specreason_graph.evaluation.records import RUNS_FILE
+from specreason_graph.evaluation.records import key as run_key
+from specreason_graph.evaluation.render import COLUMNS, cell, csv_text, markdown_table
+from specreason_graph.evaluation.runner import run_bench
+from specreason_graph.evaluation.stats import mcnemar_exact, mode_rows, paired
 from specreason_graph.state import StepRecord
-from specreason_graph.summary import summarize
+from specreason_graph.trace import summarize
 from tests.fakes import ScriptedModel, score, step
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-Q, H = bench.PREFIX_COUNTERS
+Q, H = PREFIX_COUNTERS
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +78,7 @@ def drafted(tokens: int, ms: float, *, accepted: bool, prompt: int, cached: int 
 def record(mode: str, pid: str, correct: bool | None, wall: float, trace: list[StepRecord],
            sample: int = 0, error: str | None = None) -> dict[str, Any]:
     r: dict[str, Any] = {
-        "key": bench.key(mode, pid, sample), "mode": mode, "dataset": "gsm8k", "id": pid,
+        "key": run_key(mode, pid, sample), "mode": mode, "dataset": "gsm8k", "id": pid,
         "sample": sample, "gold": "1", "wall_s": wall, "concurrency": 1,
         "finished_at": "2025-01-01T00:00:00+00:00"}
     if error:
@@ -104,7 +114,7 @@ def test_mode_rows_exact_figures():
         record("spec", "p3", True, 9.9, [], error="RuntimeError: boom"),
         record("small", "p1", True, 0.1, [call(draft_tokens=5, draft_ms=100, tokens=5)]),
     ))
-    rows = report.mode_rows(rs)
+    rows = mode_rows(rs)
     assert [r["mode"] for r in rows] == ["base-only", "spec", "small"]
     base, spec, small = rows
     assert base == pytest.approx({
@@ -132,7 +142,7 @@ def test_mode_rows_exact_figures():
 
 
 def test_mode_rows_without_a_reference_and_with_only_failures():
-    rows = report.mode_rows(records(
+    rows = mode_rows(records(
         record("spec", "p1", False, 1.0, [call()]),
         record("bad", "p1", None, 1.0, [], error="ValueError: x")))
     spec, bad = rows
@@ -144,7 +154,7 @@ def test_mode_rows_without_a_reference_and_with_only_failures():
 
 def test_p90_and_median_over_ten_runs():
     rs = records(*(record("m", f"p{i}", True, float(i), [call()]) for i in range(1, 11)))
-    [row] = report.mode_rows(rs, reference="none")
+    [row] = mode_rows(rs, reference="none")
     assert (row["median_s"], row["p90_s"], row["mean_s"]) == (5.5, 9.0, 5.5)
 
 
@@ -154,7 +164,7 @@ def test_samples_are_averaged_per_problem_for_the_speedup():
         record("base-only", "p1", True, 4.0, [base_call(1, 1)], sample=1),
         record("fast", "p1", True, 1.0, [call()], sample=0),
         record("fast", "p1", True, 2.0, [call()], sample=1))
-    rows = {r["mode"]: r for r in report.mode_rows(rs)}
+    rows = {r["mode"]: r for r in mode_rows(rs)}
     assert rows["fast"]["speedup"] == 2.0 and rows["fast"]["runs"] == 2
     assert rows["fast"]["problems"] == 1
 
@@ -166,7 +176,7 @@ def test_samples_are_averaged_per_problem_for_the_speedup():
     (2, 0, 0.5), (5, 5, 1.0), (0, 10, 2 / 1024), (3, 7, 2 * 176 / 1024),
 ])
 def test_mcnemar_exact(b, c, p):
-    assert report.mcnemar_exact(b, c) == pytest.approx(p)
+    assert mcnemar_exact(b, c) == pytest.approx(p)
 
 
 def paired_records(ref: list[bool], mode: list[bool]) -> dict[str, dict[str, Any]]:
@@ -176,28 +186,28 @@ def paired_records(ref: list[bool], mode: list[bool]) -> dict[str, dict[str, Any
 
 
 def test_paired_difference_interval_and_p_value():
-    c = report.paired(paired_records([True, False, False], [True, True, True]), "spec")
+    c = paired(paired_records([True, False, False], [True, True, True]), "spec")
     assert c == {"mode": "spec", "reference": "base-only", "problems": 3,
                  "diff": pytest.approx(2 / 3), "ci_low": 0.0, "ci_high": 1.0, "mcnemar_p": 0.5}
 
 
 def test_paired_same_everywhere_has_a_point_interval():
     rs = paired_records([False] * 6, [True] * 6)
-    c = report.paired(rs, "spec", resamples=200)
+    c = paired(rs, "spec", resamples=200)
     assert (c["diff"], c["ci_low"], c["ci_high"]) == (1.0, 1.0, 1.0)
     assert c["mcnemar_p"] == pytest.approx(2 / 64)
-    assert report.paired(paired_records([True] * 4, [True] * 4), "spec")["mcnemar_p"] == 1.0
+    assert paired(paired_records([True] * 4, [True] * 4), "spec")["mcnemar_p"] == 1.0
 
 
 def test_paired_is_deterministic_and_the_interval_holds_the_difference():
     ref = [True, False, True, False, True, True, False, True, False, False]
     mode = [True, True, True, False, False, True, True, True, True, False]
     rs = paired_records(ref, mode)
-    a, b = report.paired(rs, "spec", seed=1), report.paired(rs, "spec", seed=1)
+    a, b = paired(rs, "spec", seed=1), paired(rs, "spec", seed=1)
     assert a == b
     assert a["diff"] == pytest.approx(0.2) and a["ci_low"] <= 0.2 <= a["ci_high"]
     assert -1 <= a["ci_low"] < a["ci_high"] <= 1
-    assert a["mcnemar_p"] == pytest.approx(report.mcnemar_exact(3, 1))  # 3 wins, 1 loss
+    assert a["mcnemar_p"] == pytest.approx(mcnemar_exact(3, 1))  # 3 wins, 1 loss
 
 
 def test_paired_leaves_out_failures_and_unshared_problems():
@@ -205,7 +215,7 @@ def test_paired_leaves_out_failures_and_unshared_problems():
     rs.update(records(record("spec", "p9", True, 1.0, [call()]),
                       record("base-only", "p8", True, 1.0, [base_call(1, 1)]),
                       record("spec", "p0", None, 1.0, [], sample=1, error="E: x")))
-    c = report.paired(rs, "spec")
+    c = paired(rs, "spec")
     assert c["problems"] == 2 and c["diff"] == 0.5 and c["mcnemar_p"] == 1.0
 
 
@@ -215,32 +225,32 @@ def test_paired_with_samples_compares_means_without_mcnemar():
         record("base-only", "p1", False, 1.0, [], sample=1),
         record("spec", "p1", True, 1.0, [], sample=0),
         record("spec", "p1", True, 1.0, [], sample=1))
-    c = report.paired(rs, "spec")
+    c = paired(rs, "spec")
     assert c["diff"] == 0.5 and c["mcnemar_p"] is None
 
 
 def test_paired_has_nothing_to_compare():
     rs = paired_records([True], [True])
-    assert report.paired(rs, "base-only") is None
-    assert report.paired(rs, "absent") is None
-    assert report.paired(records(record("spec", "p1", True, 1.0, [])), "spec") is None
+    assert paired(rs, "base-only") is None
+    assert paired(rs, "absent") is None
+    assert paired(records(record("spec", "p1", True, 1.0, [])), "spec") is None
 
 
 # --- fit -----------------------------------------------------------------------------------------
 
 def test_fit_recovers_an_exact_line():
-    line = report.fit([(0, 1.0), (10, 3.0), (20, 5.0)])
+    line = fit([(0, 1.0), (10, 3.0), (20, 5.0)])
     assert line.fixed == pytest.approx(1.0) and line.per_token == pytest.approx(0.2)
     assert line.calls == 3 and line(50) == pytest.approx(11.0)
 
 
 def test_fit_fallbacks():
-    assert report.fit([]) is None
-    assert report.fit([(10, 4.0), (20, 2.0)]) == report.Line(3.0, 0.0, 2)  # negative slope
-    assert report.fit([(10, 3.0), (20, 3.0)]) == report.Line(3.0, 0.0, 2)  # flat
-    assert report.fit([(10, 2.0), (10, 4.0)]) == report.Line(0.0, 0.3, 2)  # one x: y / x
-    assert report.fit([(0, 2.0), (0, 4.0)]) == report.Line(3.0, 0.0, 2)    # x = 0 only
-    through_origin = report.fit([(10, 1.0), (20, 3.0)])  # fixed would be -1: through 0 instead
+    assert fit([]) is None
+    assert fit([(10, 4.0), (20, 2.0)]) == Line(3.0, 0.0, 2)  # negative slope
+    assert fit([(10, 3.0), (20, 3.0)]) == Line(3.0, 0.0, 2)  # flat
+    assert fit([(10, 2.0), (10, 4.0)]) == Line(0.0, 0.3, 2)  # one x: y / x
+    assert fit([(0, 2.0), (0, 4.0)]) == Line(3.0, 0.0, 2)    # x = 0 only
+    through_origin = fit([(10, 1.0), (20, 3.0)])  # fixed would be -1: through 0 instead
     assert through_origin.fixed == 0.0
     assert through_origin.per_token == pytest.approx(70 / 500)
 
@@ -248,7 +258,7 @@ def test_fit_fallbacks():
 # --- cost model ----------------------------------------------------------------------------------
 
 def test_cost_model_recovers_the_lines_and_predicts_the_measured_speedup():
-    model = report.cost_model(exact_costs())
+    model = cost_model(exact_costs(), mode_rows(exact_costs()))
     lines = model["lines"]
     assert lines["draft"] == pytest.approx({"fixed": 0.1, "per_token": 0.01, "calls": 2})
     assert lines["judge"] == pytest.approx({"fixed": 0.05, "per_token": 0.001, "calls": 2})
@@ -264,9 +274,9 @@ def test_cost_model_recovers_the_lines_and_predicts_the_measured_speedup():
 
 
 def test_cost_model_projects_onto_a_gpu():
-    gpu = report.GpuProfile("test", small_decode_tps=100, base_decode_tps=10,
+    gpu = GpuProfile("test", small_decode_tps=100, base_decode_tps=10,
                             base_prefill_tps=1000, call_overhead_s=0.01, note="")
-    model = report.cost_model(exact_costs(), gpu=gpu)
+    model = cost_model(exact_costs(), mode_rows(exact_costs()), gpu=gpu)
     assert model["gpu"]["name"] == "test"
     # base-only: 0.01 + 10/10 and 0.01 + 20/10; spec: draft 0.01 + 10/100, judge 0.11 + 40/1000
     # and draft 0.01 + 20/100, judge 0.11 + 20/1000, rewrite 0.01 + 10/10
@@ -280,33 +290,33 @@ def test_cost_model_leaves_out_failed_judge_calls_from_the_judge_fit():
     rs.update(records(record("spec", "p3", True, 5.0, [
         drafted(10, 200, accepted=False, prompt=0, cached=None, judge_ms=5000,
                 judge_error="ValueError: junk", base_tokens=10, base_ms=400)])))
-    assert report.cost_model(rs)["lines"]["judge"]["calls"] == 2
+    assert cost_model(rs, mode_rows(rs))["lines"]["judge"]["calls"] == 2
 
 
 def test_cost_model_needs_the_reference_and_every_line():
     no_ref = {k: r for k, r in exact_costs().items() if r["mode"] != "base-only"}
-    assert report.cost_model(no_ref)["modes"] == {}
+    assert cost_model(no_ref, mode_rows(no_ref))["modes"] == {}
     only_base = {k: r for k, r in exact_costs().items() if r["mode"] == "base-only"}
-    model = report.cost_model(only_base)
+    model = cost_model(only_base, mode_rows(only_base))
     assert model["lines"]["draft"] is None and set(model["modes"]) == {"base-only"}
     assert model["modes"]["base-only"]["predicted_s"] == pytest.approx(0.5)
     no_drafts = records(*only_base.values(), record("other", "p1", True, 1.0, [base_call(5, 300)]))
-    assert report.cost_model(no_drafts)["modes"] == {}
+    assert cost_model(no_drafts, mode_rows(no_drafts))["modes"] == {}
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("paper-2xA6000", report.GPU_PROFILES["paper-2xA6000"]),
-    ("150,20,2000,0.02", report.GpuProfile("user-given", 150.0, 20.0, 2000.0, 0.02,
+    ("paper-2xA6000", GPU_PROFILES["paper-2xA6000"]),
+    ("150,20,2000,0.02", GpuProfile("user-given", 150.0, 20.0, 2000.0, 0.02,
                                            "speeds given by the user")),
 ])
 def test_parse_gpu(text, expected):
-    assert report.parse_gpu(text) == expected
+    assert parse_gpu(text) == expected
 
 
 @pytest.mark.parametrize("text", ["a100", "1,2,3", "1,2,3,4,5", "a,b,c,d", ""])
 def test_parse_gpu_errors(text):
     with pytest.raises(ValueError, match="--gpu takes one of paper-2xA6000, cpu-1-in-flight or four numbers"):
-        report.parse_gpu(text)
+        parse_gpu(text)
 
 
 # --- prefix cache --------------------------------------------------------------------------------
@@ -319,8 +329,8 @@ def test_prefix_cache_sums_counter_deltas_over_segments():
         {"metrics_before": {u: {Q: 200, H: 130}}, "metrics_after": None},  # killed: no after
         {"metrics_before": {u: {Q: 1000, H: 500}}, "metrics_after": {u: {Q: 1100, H: 520}}},
     ]}
-    assert report.prefix_cache(meta) == {u: 100 / 200, w: None}
-    assert report.prefix_cache({}) == {}
+    assert prefix_cache(meta) == {u: 100 / 200, w: None}
+    assert prefix_cache({}) == {}
 
 
 # --- tables and the front ------------------------------------------------------------------------
@@ -332,31 +342,31 @@ def row(mode: str, accuracy: float | None, mean_s: float | None) -> dict[str, An
 def test_pareto():
     rows = [row("a", 0.9, 10), row("b", 0.8, 5), row("c", 0.7, 6), row("d", 0.9, 12),
             row("e", 0.9, 10), row("f", None, 1), row("g", 1.0, None), row("h", 0.95, 30)]
-    assert report.pareto(rows) == ["a", "b", "e", "h"]
-    assert report.pareto([]) == []
+    assert pareto(rows) == ["a", "b", "e", "h"]
+    assert pareto([]) == []
 
 
 def test_markdown_table_and_csv():
-    rows = report.mode_rows(exact_costs())
-    table = report.markdown_table(rows).splitlines()
+    rows = mode_rows(exact_costs())
+    table = markdown_table(rows).splitlines()
     assert len(table) == 4
     assert table[0].startswith("| mode | runs | accuracy | mean s |")
     assert table[1].startswith("|:---|---:|")
     assert table[2].startswith("| base-only | 2 | 50.0% | 0.5 | 0.5 | 0.6 | 1.00× |")
     assert table[3].startswith("| spec | 2 | 100.0% | 0.5 | 0.5 | 0.8 | 0.94× |")
     assert "| – |" in table[2]  # base-only has no acceptance
-    assert all(line.count("|") == len(report.COLUMNS) + 1 for line in table)
+    assert all(line.count("|") == len(COLUMNS) + 1 for line in table)
 
-    parsed = list(csv.DictReader(io.StringIO(report.csv_text(rows))))
+    parsed = list(csv.DictReader(io.StringIO(csv_text(rows))))
     assert [r["mode"] for r in parsed] == ["base-only", "spec"]
     assert parsed[1]["accuracy"] == "1.0" and parsed[0]["acceptance"] == ""
-    assert report.csv_text([]).strip() == "mode"
+    assert csv_text([]).strip() == "mode"
 
 
 def test_cell():
-    assert report.cell(None, "{:.1f}") == "–"
-    assert report.cell(0.125, "{:.1%}") == "12.5%"
-    assert report.cell(0, "{}") == "0"
+    assert cell(None, "{:.1f}") == "–"
+    assert cell(0.125, "{:.1%}") == "12.5%"
+    assert cell(0, "{}") == "0"
 
 
 # --- plots ---------------------------------------------------------------------------------------
@@ -368,9 +378,9 @@ def test_plots_are_pngs(tmp_path):
                 "spec t=5": {"kind": "spec", "threshold": 5.0, "score_method": "greedy"},
                 "spec t=7": {"kind": "spec", "threshold": 7.0, "score_method": "greedy"},
                 "spec e": {"kind": "spec", "threshold": 6.0, "score_method": "expected"}}
-    a = report.plot_accuracy_latency(rows, tmp_path / "a.png", "title")
-    b = report.plot_threshold_sweep(rows, settings, tmp_path / "b.png", "title")
-    c = report.plot_threshold_sweep(rows[:2], settings, tmp_path / "c.png", "no spec")
+    a = plot_accuracy_latency(rows, tmp_path / "a.png", "title")
+    b = plot_threshold_sweep(rows, settings, tmp_path / "b.png", "title")
+    c = plot_threshold_sweep(rows[:2], settings, tmp_path / "c.png", "no spec")
     for path in (a, b, c):
         assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 1000
 
@@ -392,15 +402,15 @@ def benchmark(tmp_path_factory):
     base = ScriptedModel(script=lambda m, kw: score("9") if kw.get("max_tokens") == 1
                          else step(r"\boxed{3}", end="eos"))
     url = f"http://127.0.0.1:{closed_port()}/v1"
-    modes = [bench.parse_mode(t) for t in ("base", "small", "spec", "spec:t=5,score=expected")]
-    bench.run_bench(build_graph(small=small, base=base).compile(),
+    modes = [parse_mode(t) for t in ("base", "small", "spec", "spec:t=5,score=expected")]
+    run_bench(build_graph(small=small, base=base).compile(),
                     [datasets.get("gsm8k", "0"), datasets.get("gsm8k", "1")], modes,
                     Context(base_url=url, small_url=url), out, concurrency=2)
     return out
 
 
 def test_build_writes_every_file(benchmark):
-    summary = report.build(benchmark, gpu=report.GPU_PROFILES["paper-2xA6000"])
+    summary = report.build(benchmark, gpu=GPU_PROFILES["paper-2xA6000"])
     names = ["base-only", "small-only", "specreason", "specreason t=5 expected"]
     for name in ("accuracy_latency.png", "threshold_sweep.png"):
         assert (benchmark / name).read_bytes()[:8] == PNG_MAGIC
@@ -431,7 +441,7 @@ def test_build_writes_every_file(benchmark):
 
 
 def test_build_with_a_title_and_without_meta(benchmark, tmp_path):
-    (tmp_path / bench.RUNS_FILE).write_text((benchmark / bench.RUNS_FILE).read_text())
+    (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
     summary = report.build(tmp_path, title="mine")
     assert summary["title"] == "mine" and summary["settings"] is None
     assert summary["concurrency"] == [] and "gpu" not in summary["cost_model"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from specreason_graph import Context, servers
-from specreason_graph.client import chat_model
+from specreason_graph import Context
+from specreason_graph.models import chat_model
+from specreason_graph.resources import resource_dir
+from specreason_graph.serving import config
 from tests.fakes import ScriptedModel, by_kind, score, step
 
 
@@ -26,8 +28,8 @@ def test_api_key_is_never_in_reprs_or_logs(caplog):
 
 
 def test_every_server_config_binds_loopback_and_builds_an_argv_not_a_shell_string():
-    for path in sorted(servers.resource_dir("servers").glob("*.toml")):
-        for spec in servers.load_config(path).servers:
+    for path in sorted(resource_dir("servers").glob("*.toml")):
+        for spec in config.load_config(path).servers:
             assert spec.host == "127.0.0.1", path
             argv = spec.argv()
             assert isinstance(argv, list) and all(isinstance(a, str) for a in argv)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from specreason_graph.resources import resource_dir
-from specreason_graph.servers import ServerSpec, load_config
+from specreason_graph.serving.config import ServerSpec, load_config
 
 CONFIG_NAMES = sorted(p.stem for p in resource_dir("servers").glob("*.toml"))
 

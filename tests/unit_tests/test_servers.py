@@ -1,4 +1,4 @@
-"""The vLLM server launcher (``specreason_graph.servers``) without vLLM and without the network.
+"""The vLLM server launcher (``specreason_graph.serving.launcher``) without vLLM and without the network.
 
 Two parts:
 
@@ -33,22 +33,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from specreason_graph import servers
 from specreason_graph.context import Context
 from specreason_graph.resources import resource_dir
-from specreason_graph.servers import (
+from specreason_graph.serving import config, launcher
+from specreason_graph.serving.config import (
     ENTRYPOINT,
     ServerError,
     ServerSet,
     ServerSpec,
     config_path,
-    launch,
     load_config,
-    start,
-    start_one,
-    stop,
-    stop_one,
 )
+from specreason_graph.serving.launcher import launch, start, start_one, stop, stop_one
 
 SERVERS_DIR = resource_dir("servers")
 CONFIG_FILES = sorted(SERVERS_DIR.glob("*.toml"))
@@ -230,22 +226,22 @@ def test_placeholders_follow_specreason_home(tmp_path, monkeypatch):
     base = load_config("cpu").role("base")
     assert base.python == f"{elsewhere}/vllm-cpu/bin/python"
     assert base.model == f"{elsewhere}/models/qwen2.5-coder-1.5b-instruct"
-    assert servers.log_path(base) == elsewhere / "logs" / "base-8101.log"
+    assert launcher.log_path(base) == elsewhere / "logs" / "base-8101.log"
 
 
 def test_home_default_without_specreason_home(tmp_path, monkeypatch):
     monkeypatch.delenv("SPECREASON_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert servers.home() == tmp_path / "xdg" / "specreason-graph"
+    assert config.home() == tmp_path / "xdg" / "specreason-graph"
     assert load_config("cpu").role("small").model == str(
         tmp_path / "xdg" / "specreason-graph" / "models" / "qwen2.5-coder-0.5b-instruct")
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert servers.home() == Path.home() / ".cache" / "specreason-graph"
+    assert config.home() == Path.home() / ".cache" / "specreason-graph"
 
 
 def test_home_expands_tilde(monkeypatch):
     monkeypatch.setenv("SPECREASON_HOME", "~/somewhere")
-    assert servers.home() == Path.home() / "somewhere"
+    assert config.home() == Path.home() / "somewhere"
 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
@@ -264,7 +260,7 @@ def test_order_cpu_base_first_gpu_small_first():
 
 def test_start_follows_the_servers_order(monkeypatch):
     calls = []
-    monkeypatch.setattr(servers, "start_one", lambda spec, echo: calls.append(spec.role) or 1)
+    monkeypatch.setattr(launcher, "start_one", lambda spec, echo: calls.append(spec.role) or 1)
     s = load_config("gpu-qwq32b-r1-1.5b")
     assert [x.role for x in start(s, echo=lambda *_: None)] == ["small", "base"]
     assert calls == ["small", "base"]
@@ -272,7 +268,7 @@ def test_start_follows_the_servers_order(monkeypatch):
 
 def test_stop_goes_in_reverse_order(monkeypatch):
     calls = []
-    monkeypatch.setattr(servers, "stop_one", lambda spec, echo: calls.append(spec.role))
+    monkeypatch.setattr(launcher, "stop_one", lambda spec, echo: calls.append(spec.role))
     stop(load_config("cpu"), echo=lambda *_: None)
     assert calls == ["small", "base"]
 
@@ -554,15 +550,15 @@ def test_fake_module_is_found_through_spec_env(fakes):
 def test_start_one_waits_for_health_writes_pid_and_log(fakes, isolated_home):
     spec = fakes.spec(delay=0.5)
     messages: list[str] = []
-    assert not servers.healthy(spec)
+    assert not launcher.healthy(spec)
     pid = start_one(spec, echo=messages.append)
     try:
         assert isinstance(pid, int)
-        assert servers.healthy(spec)  # it returned only once /health said 200
+        assert launcher.healthy(spec)  # it returned only once /health said 200
         pid_file = isolated_home / "run" / f"base-{spec.port}.pid"
         assert pid_file.read_text() == str(pid)
         log = isolated_home / "logs" / f"base-{spec.port}.log"
-        assert servers.log_path(spec) == log
+        assert launcher.log_path(spec) == log
         text = log.read_text()
         assert "fake vllm argv:" in text
         logged = json.loads(text.split("fake vllm argv:", 1)[1].splitlines()[0])
@@ -571,8 +567,8 @@ def test_start_one_waits_for_health_writes_pid_and_log(fakes, isolated_home):
         assert os.getsid(pid) == pid
         assert any("starting fake-base" in m for m in messages)
         assert any("ready" in m for m in messages)
-        assert servers.served_models(spec) == ["fake-base"]
-        row = servers.status(ServerSet("t", (spec,)))[0]
+        assert launcher.served_models(spec) == ["fake-base"]
+        row = launcher.status(ServerSet("t", (spec,)))[0]
         assert row["healthy"] and row["served"] == ["fake-base"] and row["log"] == str(log)
     finally:
         stop_one(spec)
@@ -602,7 +598,7 @@ def test_stop_one_ends_the_process_group_and_removes_the_pid_file(fakes, isolate
     assert not _alive(pid)
     assert _wait_gone(worker), "the server's worker survived stop_one"
     assert not (isolated_home / "run" / f"base-{spec.port}.pid").exists()
-    assert not servers.healthy(spec)
+    assert not launcher.healthy(spec)
     assert any(f"pid {pid}" in m for m in messages)
     # nothing left to stop
     assert stop_one(spec) is False
@@ -627,7 +623,7 @@ def test_stop_one_kills_a_server_that_ignores_sigterm(fakes, isolated_home):
     # Its command line names the entrypoint and port, as a real server's does (stop_one checks).
     stubborn = subprocess.Popen(
         [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-         " print('ready', flush=True); time.sleep(600)", servers.ENTRYPOINT, str(spec.port)],
+         " print('ready', flush=True); time.sleep(600)", ENTRYPOINT, str(spec.port)],
         start_new_session=True, stdout=subprocess.PIPE, text=True)
     try:
         assert stubborn.stdout.readline().strip() == "ready"  # the handler is in place
@@ -662,10 +658,10 @@ def test_a_server_never_healthy_is_stopped_after_its_health_timeout(fakes, isola
     with pytest.raises(ServerError, match="not healthy after 2 s") as info:
         start_one(spec, echo=quiet)
     assert time.monotonic() - started < 15
-    assert str(servers.log_path(spec)) in str(info.value)
+    assert str(launcher.log_path(spec)) in str(info.value)
     assert not (isolated_home / "run" / f"base-{spec.port}.pid").exists()
     assert _wait_gone(fakes.worker_pid(spec)), "the timed-out server's worker survived"
-    assert not servers.healthy(spec)
+    assert not launcher.healthy(spec)
 
 
 def test_missing_server_environment_is_reported_before_starting(fakes, tmp_path):
@@ -673,7 +669,7 @@ def test_missing_server_environment_is_reported_before_starting(fakes, tmp_path)
                       port=free_port(), python=str(tmp_path / "no-venv" / "bin" / "python"))
     with pytest.raises(ServerError, match="no server environment at .*no-venv"):
         start_one(spec, echo=quiet)
-    assert not servers.log_path(spec).exists()
+    assert not launcher.log_path(spec).exists()
 
 
 def test_logs_append_across_starts(fakes):
@@ -682,7 +678,7 @@ def test_logs_append_across_starts(fakes):
     stop_one(spec)
     start_one(spec, echo=quiet)
     stop_one(spec)
-    assert servers.log_path(spec).read_text().count("fake vllm argv:") == 2
+    assert launcher.log_path(spec).read_text().count("fake vllm argv:") == 2
 
 
 def test_start_stops_the_ones_it_started_when_a_later_one_fails(fakes, isolated_home):
@@ -690,7 +686,7 @@ def test_start_stops_the_ones_it_started_when_a_later_one_fails(fakes, isolated_
     small = fakes.spec("small", mode="crash")
     with pytest.raises(ServerError, match="small server exited"):
         start(ServerSet("t", (base, small)), echo=quiet)
-    assert not servers.healthy(base)
+    assert not launcher.healthy(base)
     assert _wait_gone(fakes.worker_pid(base))
     assert list((isolated_home / "run").glob("*.pid")) == []
 
@@ -721,11 +717,11 @@ def test_launch_stops_what_it_started(fakes, isolated_home):
     s = ServerSet("t", (fakes.spec("base"), fakes.spec("small")))
     with launch(s, echo=quiet) as up:
         assert up is s
-        assert all(servers.healthy(x) for x in s.servers)
+        assert all(launcher.healthy(x) for x in s.servers)
         pids = [int((isolated_home / "run" / f"{x.role}-{x.port}.pid").read_text())
                 for x in s.servers]
     assert all(not _alive(p) for p in pids)
-    assert not any(servers.healthy(x) for x in s.servers)
+    assert not any(launcher.healthy(x) for x in s.servers)
     assert list((isolated_home / "run").glob("*.pid")) == []
 
 
@@ -736,7 +732,7 @@ def test_launch_stops_what_it_started_when_the_body_raises(fakes, isolated_home,
     with pytest.raises(type(exc)), launch(s, echo=quiet):
         workers = [fakes.worker_pid(x) for x in s.servers]
         raise exc
-    assert not any(servers.healthy(x) for x in s.servers)
+    assert not any(launcher.healthy(x) for x in s.servers)
     assert all(_wait_gone(w) for w in workers)
     assert list((isolated_home / "run").glob("*.pid")) == []
 
@@ -748,8 +744,8 @@ def test_launch_leaves_servers_that_were_already_up(fakes, isolated_home):
         small = fakes.spec("small")
         with pytest.raises(RuntimeError), launch(ServerSet("t", (base, small)), echo=quiet):
             raise RuntimeError("boom")
-        assert servers.healthy(base)  # not ours: left running
-        assert not servers.healthy(small)
+        assert launcher.healthy(base)  # not ours: left running
+        assert not launcher.healthy(small)
         assert not (isolated_home / "run" / f"base-{base.port}.pid").exists()
     finally:
         already.close()
@@ -781,12 +777,12 @@ def test_launch_by_config_path(fakes, tmp_path, isolated_home):
         """, "fake.toml")
     with launch(path, echo=quiet) as s:
         assert s.name == "fake"
-        assert [servers.served_models(x) for x in s.servers] == [["b"], ["s"]]
+        assert [launcher.served_models(x) for x in s.servers] == [["b"], ["s"]]
         ctx = s.context()
         assert ctx.base_url == f"http://127.0.0.1:{ports[0]}/v1" and ctx.small_model == "s"
-        log = servers.log_path(s.role("base")).read_text()
+        log = launcher.log_path(s.role("base")).read_text()
         assert f"{isolated_home}/models/b" in log
-    assert not any(servers.healthy(x) for x in s.servers)
+    assert not any(launcher.healthy(x) for x in s.servers)
 
 
 def test_ctrl_c_while_waiting_for_health_stops_the_server_being_started(fakes, isolated_home,
@@ -803,7 +799,7 @@ def test_ctrl_c_while_waiting_for_health_stops_the_server_being_started(fakes, i
         real_sleep(seconds)
 
     with monkeypatch.context() as m:
-        m.setattr(servers, "time", SimpleNamespace(monotonic=time.monotonic, sleep=interrupted))
+        m.setattr(launcher, "time", SimpleNamespace(monotonic=time.monotonic, sleep=interrupted))
         with pytest.raises(KeyboardInterrupt), launch(ServerSet("t", (spec,)), echo=quiet):
             pytest.fail("the body must not run")
     worker = fakes.worker_pid(spec)

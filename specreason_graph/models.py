@@ -1,4 +1,4 @@
-"""Model I/O: the two calls SpecReason makes, over any LangChain chat model (vLLM via ``ChatOpenAI``).
+"""Model I/O: every call the graphs make, over any LangChain chat model (vLLM via ``ChatOpenAI``).
 
 ``ChatOpenAI`` gives LangChain callbacks, tracing and Studio's token stream for free. vLLM's own
 request fields travel in ``extra_body``: ``continue_final_message``/``add_generation_prompt`` (continue
@@ -7,7 +7,8 @@ delimiter from one where the model ended its turn). Logprobs come back in ``resp
 Nothing here needs the raw ``openai`` client.
 
 One ``ChatOpenAI`` per endpoint (cached), no model-name lookup per request: the served name is a
-setting.
+setting. :class:`Models` is the one object nodes reach the two models through; the server errors worth
+a retry and the one :data:`RETRY` policy every model-calling node uses live here too.
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_openai import ChatOpenAI
+from langgraph.types import RetryPolicy
+
+from specreason_graph.context import Context
+
+Role = Literal["small", "base"]
 
 
 @dataclass(frozen=True)
@@ -204,3 +210,56 @@ def _first_position(logprobs: Any) -> tuple[str | None, list[tuple[str, float]]]
             alternatives.append((alt["token"], float(alt["logprob"])))
     token = first.get("token")
     return (token if isinstance(token, str) else None), alternatives
+
+
+class Models:
+    """The two chat models of a graph: given ones (tests, custom clients), else one ``ChatOpenAI``
+    per endpoint named in the run's Context."""
+
+    def __init__(self, small: BaseChatModel | None = None, base: BaseChatModel | None = None):
+        self._given: dict[Role, BaseChatModel | None] = {"small": small, "base": base}
+
+    def chat(self, role: Role, ctx: Context) -> BaseChatModel:
+        given = self._given[role]
+        if given is not None:
+            return given
+        url, model = ctx.endpoint(role)
+        return chat_model(url, model, ctx.api_key, ctx.request_timeout)
+
+    def write_step(self, role: Role, ctx: Context, messages: list[BaseMessage], *,
+                   continue_final: bool) -> StepReply:
+        """The next step from ``role`` with the run's sampling settings."""
+        return write_step(self.chat(role, ctx), messages, continue_final=continue_final,
+                          delimiter=ctx.step_delimiter, max_tokens=ctx.max_step_tokens,
+                          temperature=ctx.temperature, top_p=ctx.top_p, seed=ctx.seed)
+
+    def judge_token(self, ctx: Context, messages: list[BaseMessage]) -> JudgeReply:
+        """The base model's one greedy token (and its top alternatives) after ``messages``."""
+        return judge(self.chat("base", ctx), messages, top_logprobs=ctx.judge_top_logprobs)
+
+
+# --- failures and the retry policy -------------------------------------------------------------
+
+SERVER_ERRORS = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError,
+                 openai.RateLimitError, MalformedReply)
+"""Transient failures worth another try: refused/dropped connections, timeouts, 5xx, 429, and a
+200 reply that is not a completion (typically a proxy's error page)."""
+
+
+class ModelCallError(RuntimeError):
+    """A model server failed; the message names the server, the node and the step."""
+
+    def __init__(self, role: str, url: str, node: str, step: int, cause: Exception):
+        self.role, self.url, self.node, self.step = role, url, node, step
+        super().__init__(f"the {role} server at {url} failed in {node} of step {step}: "
+                         f"{type(cause).__name__}: {cause}")
+
+
+def transient(exc: Exception) -> bool:
+    """RetryPolicy.retry_on: retry what a server may get over (see SERVER_ERRORS)."""
+    cause = exc.__cause__ if isinstance(exc, ModelCallError) else exc
+    return isinstance(cause, SERVER_ERRORS)
+
+
+RETRY = RetryPolicy(max_attempts=3, initial_interval=1.0, retry_on=transient)
+"""The retry policy of every node that calls a model (SpecReason's and the example graphs')."""

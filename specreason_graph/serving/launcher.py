@@ -23,149 +23,25 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from specreason_graph.resources import resource_dir
+from specreason_graph.serving.config import (
+    ENTRYPOINT,
+    ServerError,
+    ServerSet,
+    ServerSpec,
+    home,
+    load_config,
+)
 
-ENTRYPOINT = "vllm.entrypoints.openai.api_server"
-
-
-def home() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "specreason-graph"
-    return Path(os.environ.get("SPECREASON_HOME", default)).expanduser()
-
-
-class ServerError(RuntimeError):
-    """A server could not be started, or died while starting."""
-
-
-@dataclass(frozen=True)
-class ServerSpec:
-    """One vLLM server: what to run and where it answers."""
-
-    role: str
-    model: str
-    served_model_name: str
-    host: str
-    port: int
-    python: str
-    env: dict[str, str] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    health_timeout: float = 900.0
-
-    @property
-    def origin(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """The OpenAI base URL (what the graph's Context takes)."""
-        return f"{self.origin}/v1"
-
-    def argv(self) -> list[str]:
-        """The server's command line: ``python -m vllm.entrypoints.openai.api_server --model ...``.
-
-        Options map to flags: ``true`` → ``--flag``, ``false`` → left out, a table → JSON (as
-        ``--speculative-config`` takes), anything else → ``--flag value``.
-        """
-        argv = [self.python, "-m", ENTRYPOINT, "--model", self.model,
-                "--served-model-name", self.served_model_name,
-                "--host", self.host, "--port", str(self.port)]
-        for name, value in self.options.items():
-            flag = "--" + name.replace("_", "-")
-            if value is True:
-                argv.append(flag)
-            elif value is False or value is None:
-                continue
-            elif isinstance(value, dict):
-                argv += [flag, json.dumps(value, separators=(",", ":"))]
-            else:
-                argv += [flag, str(value)]
-        return argv
-
-    def environment(self) -> dict[str, str]:
-        return {**os.environ, **self.env}
-
-
-@dataclass(frozen=True)
-class ServerSet:
-    """The servers of one config file."""
-
-    name: str
-    servers: tuple[ServerSpec, ...]
-
-    def role(self, role: str) -> ServerSpec:
-        for spec in self.servers:
-            if spec.role == role:
-                return spec
-        raise KeyError(f"{self.name}: no server with role {role!r}")
-
-    def context(self, **settings: Any):  # -> Context (imported lazily: this module stays light)
-        """A graph Context pointing at these servers."""
-        from specreason_graph.context import Context
-
-        base, small = self.role("base"), self.role("small")
-        return Context(**{"base_url": base.url, "base_model": base.served_model_name,
-                          "small_url": small.url, "small_model": small.served_model_name,
-                          **settings})
-
-
-def config_path(name_or_path: str | os.PathLike[str]) -> Path:
-    """``cpu`` → ``servers/cpu.toml``; a path is taken as it is."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        return path
-    candidate = resource_dir("servers") / f"{name_or_path}.toml"
-    if not candidate.exists():
-        known = sorted(p.stem for p in resource_dir("servers").glob("*.toml"))
-        raise FileNotFoundError(f"no server config {name_or_path!r}; known: {', '.join(known)}")
-    return candidate
-
-
-def load_config(name_or_path: str | os.PathLike[str] = "cpu") -> ServerSet:
-    path = config_path(name_or_path)
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
-    if set(data) - {"defaults", "server"}:
-        raise ValueError(f"{path}: unknown tables {sorted(set(data) - {'defaults', 'server'})}; "
-                         "a config has [defaults] and [[server]] tables only")
-    defaults = data.get("defaults", {})
-    places = {"home": str(home()), "models": str(home() / "models")}
-    specs = []
-    for raw in data.get("server", []):
-        merged = {**defaults, **raw}
-        env = {**defaults.get("env", {}), **raw.get("env", {})}
-        options = {**defaults.get("options", {}), **raw.get("options", {})}
-        unknown = set(merged) - {"python", "host", "health_timeout", "env", "options", "role",
-                                 "model", "served-model-name", "port"}
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)} in a [[server]] table")
-        missing = {"role", "model", "served-model-name", "port"} - set(merged)
-        if missing:
-            raise ValueError(f"{path}: a [[server]] table lacks {sorted(missing)}")
-        specs.append(ServerSpec(
-            role=merged["role"],
-            model=merged["model"].format(**places),
-            served_model_name=merged["served-model-name"],
-            host=merged.get("host", "127.0.0.1"),
-            port=int(merged["port"]),
-            python=merged.get("python", sys.executable).format(**places),
-            env={k: str(v) for k, v in env.items()},
-            options=options,
-            health_timeout=float(merged.get("health_timeout", 900)),
-        ))
-    roles = sorted(s.role for s in specs)
-    if roles != ["base", "small"]:
-        raise ValueError(f"{path}: needs one 'base' and one 'small' server, found {roles}")
-    return ServerSet(name=path.stem, servers=tuple(specs))
+__all__ = ["ServerError", "ServerSet", "ServerSpec", "healthy", "launch", "load_config", "log_path",
+           "served_models", "start", "start_one", "status", "stop", "stop_one"]
 
 
 # --- processes ---------------------------------------------------------------------------------

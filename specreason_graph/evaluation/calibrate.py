@@ -15,8 +15,10 @@ the drafts is reported instead.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from specreason_graph import rules
@@ -80,3 +82,12 @@ def calibrate(records: dict[str, dict[str, Any]], mode: str, min_accept: float =
             "right_problems": len({s["id"] for s in steps if s["correct"]}),
             "min_accept": min_accept,
             "methods": {m: choose(steps, m, min_accept) for m in ("greedy", "expected")}}
+
+
+def load_thresholds(path: str | Path) -> dict[str, float]:
+    """The threshold a ``calibration.json`` chose for each score method."""
+    try:
+        found = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {method: float(c["threshold"]) for method, c in found["methods"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"cannot read the calibration {path}: {exc}") from None

@@ -21,24 +21,20 @@ Threads: math-verify bounds parsing and comparing with ``signal.alarm``, which o
 main thread. :func:`grade` uses those timeouts (:data:`TIMEOUT_SECONDS`) in the main thread and
 switches them off in any other thread (math-verify's ``parsing_timeout=None`` and
 ``timeout_seconds=None``, which use no signal), so it is safe to call from a worker thread, but there
-a pathological expression can take as long as sympy needs. :func:`grade_many` with ``processes > 1``
-grades in worker processes, where each call runs in the worker's main thread and keeps the timeouts.
+a pathological expression can take as long as sympy needs.
 math-verify logs one warning ("Timeout is disabled ...") the first time the timeouts are off.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import re
 import threading
-from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-from specreason_graph.datasets import Problem
+from specreason_graph.evaluation.datasets import Problem
 from specreason_graph.rules import extract_answer
 
 TIMEOUT_SECONDS = 5
@@ -78,24 +74,6 @@ def parses(answer: str | None) -> bool:
         return False
     timeout = TIMEOUT_SECONDS if threading.current_thread() is threading.main_thread() else None
     return any(not isinstance(item, str) for item in _parse_predicted(answer, timeout))
-
-
-def grade_many(pairs: Iterable[tuple[Problem, str | None]], processes: int = 1) -> list[Grade]:
-    """Grade (problem, response) pairs, in order; in a pool of ``processes`` worker processes if > 1.
-
-    The workers are spawned (not forked), so this is safe from a program that runs threads.
-    """
-    pairs = list(pairs)
-    if processes <= 1 or len(pairs) <= 1:
-        return [grade(problem, response) for problem, response in pairs]
-    context = multiprocessing.get_context("spawn")
-    chunksize = max(1, len(pairs) // (processes * 4))
-    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
-        return list(pool.map(_grade_pair, pairs, chunksize=chunksize))
-
-
-def _grade_pair(pair: tuple[Problem, str | None]) -> Grade:
-    return grade(*pair)
 
 
 # --- multiple choice ----------------------------------------------------------------------------

@@ -1,0 +1,149 @@
+"""A cost model fitted on the recorded calls: it predicts each mode's speedup from draft/base decode
+speed, judge cost per new prefill token and the acceptance rate, and projects it onto the speeds of a
+GPU setup (:data:`GPU_PROFILES`) or of this CPU at one run in flight.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from specreason_graph.evaluation.stats import REFERENCE
+
+# --- per-call lines --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Line:
+    """seconds = fixed + per_token × tokens (least squares over the measured calls)."""
+
+    fixed: float
+    per_token: float
+    calls: int
+
+    def __call__(self, tokens: float) -> float:
+        return self.fixed + self.per_token * tokens
+
+
+def fit(points: Sequence[tuple[float, float]]) -> Line | None:
+    if not points:
+        return None
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    if var == 0:
+        return Line(0.0, my / mx, len(points)) if mx else Line(my, 0.0, len(points))
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var
+    if slope <= 0:  # too few or too noisy calls to see a per-token cost: a constant
+        return Line(my, 0.0, len(points))
+    if my - slope * mx < 0:  # a negative fixed cost is noise: fit through the origin instead
+        return Line(0.0, sum(x * y for x, y in zip(xs, ys, strict=True))
+                    / sum(x * x for x in xs), len(points))
+    return Line(my - slope * mx, slope, len(points))
+
+
+@dataclass(frozen=True)
+class GpuProfile:
+    """Speeds of a setup the CPU cannot measure; the default is the paper's, approximated."""
+
+    name: str
+    small_decode_tps: float
+    base_decode_tps: float
+    base_prefill_tps: float
+    call_overhead_s: float
+    note: str
+
+
+GPU_PROFILES = {
+    "paper-2xA6000": GpuProfile(
+        "QwQ-32B (base, TP=2) + R1-Distill-1.5B (small) on 2×A6000, vLLM", 150.0, 20.0, 2000.0,
+        0.02, "assumed from the GPUs' memory bandwidth and FLOPs, not measured; pass your own "
+              "with --gpu small_tps,base_tps,base_prefill_tps,overhead_s"),
+    "cpu-1-in-flight": GpuProfile(
+        "this CPU pair with one run in flight", 10.0, 3.4, 42.0, 0.3,
+        "single-stream speeds measured in docs/serving.md (0.5B 10 tok/s, 1.5B 3.4 tok/s "
+        "decode, ~42 tok/s prefill)"),
+}
+
+
+def parse_gpu(text: str) -> GpuProfile:
+    if text in GPU_PROFILES:
+        return GPU_PROFILES[text]
+    try:
+        small, base, prefill, overhead = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--gpu takes one of {', '.join(GPU_PROFILES)} or four numbers "
+                         "small_decode_tps,base_decode_tps,base_prefill_tps,overhead_s") from None
+    return GpuProfile("user-given", small, base, prefill, overhead, "speeds given by the user")
+
+
+def cost_model(records: dict[str, dict[str, Any]], rows: Sequence[dict[str, Any]],
+               reference: str = REFERENCE, gpu: GpuProfile | None = None) -> dict[str, Any]:
+    """Fit per-call latency lines on every recorded call, predict each mode's mean run time from its
+    calls' token counts, and compare predicted speedups with the measured ones (``rows``: the
+    per-mode figures of :func:`.stats.mode_rows`).
+
+    - draft call: fixed + tokens / small decode speed (fitted on draft calls)
+    - judge call: fixed + new (uncached) prefill tokens × cost per token (fitted on judge calls)
+    - base call: fixed + tokens / base decode speed (fitted on regenerations and base-only steps)
+    A mode's predicted time is the sum of its calls' predictions, so the model says where the time
+    goes: with acceptance rate a, a SpecReason step costs draft + judge + (1 - a) × regeneration.
+    """
+    draft_pts, judge_pts, base_pts = [], [], []
+    for r in records.values():
+        for c in r.get("trace") or []:
+            if c["draft"] is not None and c["draft_ms"]:
+                draft_pts.append((c["draft_tokens"], c["draft_ms"] / 1000))
+            if c["accepted"] is not None and c["judge_ms"] and not c.get("judge_error"):
+                new = c["judge_prompt_tokens"] - (c["judge_cached_tokens"] or 0)
+                judge_pts.append((new, c["judge_ms"] / 1000))
+            if c["base_tokens"]:
+                base_pts.append((c["base_tokens"], c["base_ms"] / 1000))
+    lines = {"draft": fit(draft_pts), "judge": fit(judge_pts), "base": fit(base_pts)}
+
+    def predict(run: dict[str, Any], speeds: dict[str, Any]) -> float:
+        seconds = 0.0
+        for c in run["trace"]:
+            if c["draft"] is not None:
+                seconds += speeds["draft"](c["draft_tokens"])
+            if c["accepted"] is not None:
+                seconds += speeds["judge"](c["judge_prompt_tokens"] - (c["judge_cached_tokens"] or 0))
+            if c["base_tokens"]:
+                seconds += speeds["base"](c["base_tokens"])
+        return seconds
+
+    by_mode: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records.values():
+        if r.get("error") is None:
+            by_mode[r["mode"]].append(r)
+    result: dict[str, Any] = {"lines": {k: (v.__dict__ if v else None) for k, v in lines.items()},
+                              "modes": {}}
+    ok = all(lines[k] for k in ("draft", "judge", "base")) or (
+        lines["base"] is not None and set(by_mode) <= {reference})
+    if not ok or reference not in by_mode:
+        return result
+    filled = {k: v or Line(0.0, 0.0, 0) for k, v in lines.items()}
+    cpu_ref = statistics.fmean(predict(r, filled) for r in by_mode[reference])
+    gpu_speeds = None
+    if gpu:
+        gpu_speeds = {
+            "draft": Line(gpu.call_overhead_s, 1 / gpu.small_decode_tps, 0),
+            "judge": Line(gpu.call_overhead_s + 1 / gpu.base_decode_tps, 1 / gpu.base_prefill_tps, 0),
+            "base": Line(gpu.call_overhead_s, 1 / gpu.base_decode_tps, 0)}
+        gpu_ref = statistics.fmean(predict(r, gpu_speeds) for r in by_mode[reference])
+        result["gpu"] = gpu.__dict__
+    measured = {row["mode"]: row["speedup"] for row in rows}
+    for mode, runs in by_mode.items():
+        predicted_s = statistics.fmean(predict(r, filled) for r in runs)
+        entry: dict[str, Any] = {
+            "predicted_s": predicted_s, "predicted_speedup": cpu_ref / predicted_s,
+            "measured_speedup": measured.get(mode)}
+        if measured.get(mode):
+            entry["error"] = entry["predicted_speedup"] / measured[mode] - 1
+        if gpu_speeds:
+            gpu_s = statistics.fmean(predict(r, gpu_speeds) for r in runs)
+            entry.update({"gpu_s": gpu_s, "gpu_speedup": gpu_ref / gpu_s})
+        result["modes"][mode] = entry
+    return result

@@ -1,0 +1,124 @@
+"""A benchmark's modes: which Context fields change for each row of the comparison.
+
+Fairness: base-only (``first_n_base`` above any run's step count), small-only (``small_only``) and
+SpecReason at any threshold / score method / first-N are the same graph with different Context
+fields, so they share prompts, budget, sampling and servers. A mode may point the base model at
+another server (``url=``): a vLLM launched with token-level speculative decoding gives the paper's
+SpecDecode and SpecReason + SpecDecode rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from specreason_graph import rules
+from specreason_graph.context import Context, ScoreMethod
+
+ALL_STEPS_BY_BASE = 1_000_000
+"""first_n_base for the base-only mode: above any run's step count, so the base writes every step."""
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One row of the comparison: which Context fields change for it."""
+
+    name: str
+    kind: Literal["base", "small", "spec"]
+    threshold: float | None = None
+    score_method: Literal["greedy", "expected"] | None = None
+    first_n_base: int | None = None
+    base_url: str | None = None
+    """Another base server for this mode (e.g. one launched with speculative decoding)."""
+    base_model: str | None = None
+
+    CHANGES: typing.ClassVar[tuple[str, ...]] = (
+        "threshold", "score_method", "first_n_base", "small_only")
+    """The Context fields a mode sets (a results folder's shared settings leave them out)."""
+
+    def context(self, ctx: Context, **extra: Any) -> Context:
+        change: dict[str, Any] = {"small_only": False, **extra}
+        if self.kind == "base":
+            change["first_n_base"] = ALL_STEPS_BY_BASE
+        elif self.kind == "small":
+            change["small_only"] = True
+        else:
+            for key in ("threshold", "score_method", "first_n_base"):
+                if getattr(self, key) is not None:
+                    change[key] = getattr(self, key)
+        if self.base_url:
+            change["base_url"] = self.base_url
+        if self.base_model:
+            change["base_model"] = self.base_model
+        return dataclasses.replace(ctx, **change)
+
+    def settings(self, ctx: Context) -> dict[str, Any]:
+        """The Context fields of this mode that decide its behaviour (for the record)."""
+        c = self.context(ctx)
+        return {"kind": self.kind, "threshold": c.threshold, "score_method": c.score_method,
+                "first_n_base": c.first_n_base, "small_only": c.small_only,
+                "base_url": c.base_url, "base_model": c.base_model}
+
+
+_KEYS = {"t": "threshold", "threshold": "threshold", "score": "score_method",
+         "score_method": "score_method", "n": "first_n_base", "first_n": "first_n_base",
+         "first_n_base": "first_n_base", "url": "base_url", "model": "base_model", "name": "name"}
+
+
+def parse_mode(text: str, calibrated: Mapping[str, float] | None = None) -> Mode:
+    """``base`` | ``small`` | ``spec[:t=7,score=greedy,n=0]``, plus ``url=``/``model=`` (another
+    base server) and ``name=`` (the row's label) on any of them. ``t=cal`` takes the threshold
+    ``calibrated`` holds for the mode's score method (``calibrate.load_thresholds``)."""
+    kind, _, rest = text.strip().partition(":")
+    if kind not in ("base", "small", "spec"):
+        raise ValueError(f"unknown mode {text!r}: start with base, small or spec "
+                         "(e.g. spec:t=5,score=expected)")
+    fields: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in _KEYS:
+            raise ValueError(f"mode {text!r}: cannot read {item!r}; use "
+                             "t=, score=, n=, url=, model=, name=")
+        fields[_KEYS[key.strip()]] = value.strip()
+    if kind != "spec" and set(fields) & {"threshold", "score_method", "first_n_base"}:
+        raise ValueError(f"mode {text!r}: t=, score= and n= only apply to spec")
+    method = fields.get("score_method")
+    if fields.get("threshold") == "cal":
+        if calibrated is None:
+            raise ValueError(f"mode {text!r} takes its threshold from --calibration FILE "
+                             "(calibration.json written by `specreason calibrate`)")
+        fields["threshold"] = calibrated[method or "greedy"]
+        fields.setdefault("name", f"specreason t={fields['threshold']:g} {method or 'greedy'} "
+                                  "(calibrated)")
+    try:
+        threshold = float(fields["threshold"]) if "threshold" in fields else None
+        first_n = int(fields["first_n_base"]) if "first_n_base" in fields else None
+    except ValueError:
+        raise ValueError(f"mode {text!r}: t= takes a number, n= a whole number") from None
+    if threshold is not None and not rules.is_threshold(threshold):
+        raise ValueError(f"mode {text!r}: the threshold must be from 0 to 10")
+    if fields.get("score_method") not in (None, *typing.get_args(ScoreMethod)):
+        raise ValueError(f"mode {text!r}: score= is greedy or expected")
+    name = fields.get("name") or _default_name(kind, threshold, fields.get("score_method"),
+                                               first_n, fields.get("base_url"))
+    return Mode(name, kind, threshold, fields.get("score_method"), first_n,  # type: ignore[arg-type]
+                fields.get("base_url"), fields.get("base_model"))
+
+
+def _default_name(kind: str, threshold: float | None, score: str | None, first_n: int | None,
+                  url: str | None) -> str:
+    if kind != "spec":
+        name = f"{kind}-only"
+    else:
+        parts = ["specreason"]
+        if threshold is not None:
+            parts.append(f"t={threshold:g}")
+        if score:
+            parts.append(score)
+        if first_n:
+            parts.append(f"n={first_n}")
+        name = " ".join(parts)
+    return f"{name} @{url}" if url else name

@@ -1,0 +1,132 @@
+"""A benchmark summary as text: the per-mode table (Markdown, CSV), the report's Markdown, and the
+splice that puts it into a document such as BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# --- tables --------------------------------------------------------------------------------------
+
+COLUMNS = [  # (key, header, format)
+    ("mode", "mode", "{}"), ("runs", "runs", "{}"), ("accuracy", "accuracy", "{:.1%}"),
+    ("mean_s", "mean s", "{:.1f}"), ("median_s", "median s", "{:.1f}"), ("p90_s", "p90 s", "{:.1f}"),
+    ("speedup", "speedup", "{:.2f}×"), ("steps_small", "steps small", "{:.1f}"),
+    ("steps_base", "steps base", "{:.1f}"), ("acceptance", "accept", "{:.0%}"),
+    ("kept_tokens", "kept tok", "{:.0f}"), ("draft_tokens", "drafted tok", "{:.0f}"),
+    ("rejected_tokens", "rejected tok", "{:.0f}"), ("base_tokens", "base tok", "{:.0f}"),
+    ("judge_new_tokens", "judge new tok", "{:.0f}"), ("judge_cache_hit", "judge cache hit", "{:.0%}"),
+    ("share_draft", "draft", "{:.0%}"), ("share_judge", "judge", "{:.0%}"),
+    ("share_base", "base", "{:.0%}"), ("judge_vs_regen", "judge/regen", "{:.0%}"),
+    ("failed", "failed", "{}"),
+]
+
+
+def cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "–"
+    return fmt.format(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+             "|" + "|".join(":---" if k == "mode" else "---:" for k, _, _ in COLUMNS) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(cell(row.get(k), f) for k, _, f in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["mode"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+
+# --- the report's Markdown ------------------------------------------------------------------
+
+def markdown(summary: dict[str, Any]) -> str:
+    s = summary
+    ctx = (s.get("settings") or {}).get("context", {})
+    levels = "/".join(str(c) for c in s["concurrency"]) or "?"
+    lines = [f"**{s['title']}** — timings taken with {levels} run(s) in flight, modes "
+             "interleaved problem by problem so they share the load.", ""]
+    if ctx:
+        lines += [f"Budget {ctx.get('token_budget')} tokens, ≤ {ctx.get('max_step_tokens')} per "
+                  f"step, temperature {ctx.get('temperature')}, top_p {ctx.get('top_p')}; "
+                  f"base `{ctx.get('base_model')}`, small `{ctx.get('small_model')}`.", ""]
+    lines += [markdown_table(s["rows"]), "",
+              "speedup: mean wall time of base-only / of the mode on the problems both finished. "
+              "draft/judge/base: share of model-call time. judge/regen: judge time against the "
+              "base model writing the judged steps itself. judge cache hit: prompt tokens of judge "
+              "calls served from vLLM's prefix cache.", ""]
+    if s["paired"]:
+        lines += ["| mode vs base-only | problems | accuracy diff | bootstrap 95% CI | McNemar p |",
+                  "|:---|---:|---:|---:|---:|"]
+        for c in s["paired"]:
+            lines.append(f"| {c['mode']} | {c['problems']} | {c['diff']:+.1%} | "
+                         f"[{c['ci_low']:+.1%}, {c['ci_high']:+.1%}] | "
+                         f"{cell(c['mcnemar_p'], '{:.3f}')} |")
+        lines.append("")
+    cm = s["cost_model"]
+    if cm.get("modes"):
+        fitted = cm["lines"]
+        lines += ["Cost model (per call: fixed seconds + seconds per token, least squares over "
+                  "every recorded call):", ""]
+        for name, what in (("draft", "small decode"), ("judge", "judge per new prefill token"),
+                           ("base", "base decode")):
+            f = fitted.get(name)
+            if f:
+                lines.append(f"- {name}: {f['fixed']:.2f} s + {1000 * f['per_token']:.1f} ms/token "
+                             f"({what}; {f['calls']} calls)")
+        gpu = cm.get("gpu")
+        header = "| mode | predicted s | predicted speedup | measured speedup | error |"
+        rule = "|:---|---:|---:|---:|---:|"
+        if gpu:
+            header += " GPU projected speedup |"
+            rule += "---:|"
+        lines += ["", header, rule]
+        for mode, e in cm["modes"].items():
+            row = (f"| {mode} | {e['predicted_s']:.1f} | {e['predicted_speedup']:.2f}× | "
+                   f"{cell(e.get('measured_speedup'), '{:.2f}×')} | {cell(e.get('error'), '{:+.0%}')} |")
+            if gpu:
+                row += f" {e['gpu_speedup']:.2f}× |"
+            lines.append(row)
+        if gpu:
+            lines += ["", f"GPU projection: {gpu['name']} — small {gpu['small_decode_tps']:g} tok/s, "
+                          f"base {gpu['base_decode_tps']:g} tok/s decode and "
+                          f"{gpu['base_prefill_tps']:g} tok/s prefill, {gpu['call_overhead_s']:g} s "
+                          f"per call ({gpu['note']}); same token counts and acceptance as measured."]
+        lines.append("")
+    if s["prefix_cache"]:
+        lines.append("Prefix-cache hit rate from `/metrics` over the run (all requests): " + ", ".join(
+            f"{url} {cell(rate, '{:.0%}')}" for url, rate in s["prefix_cache"].items()) + ".")
+    return "\n".join(lines)
+
+
+def splice(document: Path, out: Path, summary_md: str) -> None:
+    """Put ``summary_md`` (and the folder's two plots) into ``document`` between the markers
+    ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` (NAME: the results folder's name), or
+    append a marked section if there is none yet. Everything outside the markers is left alone."""
+    name = Path(out).name
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    try:
+        rel = Path(out).resolve().relative_to(Path(document).resolve().parent).as_posix()
+    except ValueError:
+        rel = Path(out).resolve().as_posix()
+    body = (f"{start}\n{summary_md.strip()}\n\n"
+            f"![accuracy vs latency]({rel}/accuracy_latency.png) "
+            f"![threshold sweep]({rel}/threshold_sweep.png)\n{end}")
+    text = Path(document).read_text(encoding="utf-8") if Path(document).exists() else ""
+    if start in text and end in text:
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
+        text = head + body + tail
+    else:
+        text = text.rstrip() + ("\n\n" if text else "") + body + "\n"
+    Path(document).write_text(text, encoding="utf-8")

@@ -1,0 +1,55 @@
+"""What a benchmark's ``runs.jsonl`` says, written next to it: ``summary.md/csv/json`` and two plots.
+
+Everything is computed from the recorded runs (never from new model calls), so a report can be
+rebuilt any time with ``specreason bench-report OUT``: the figures come from :mod:`.stats`, the cost
+model from :mod:`.cost_model`, the prefix-cache rates from :mod:`.metrics`, the text from
+:mod:`.render`, the pictures from :mod:`.plots`; the runs are read through :mod:`.records`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from specreason_graph.evaluation import records
+from specreason_graph.evaluation.cost_model import GpuProfile, cost_model
+from specreason_graph.evaluation.metrics import prefix_cache
+from specreason_graph.evaluation.plots import pareto, plot_accuracy_latency, plot_threshold_sweep
+from specreason_graph.evaluation.render import csv_text, markdown
+from specreason_graph.evaluation.stats import REFERENCE, mode_rows, paired
+
+
+def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
+          title: str | None = None) -> dict[str, Any]:
+    """Write summary.md / summary.csv / summary.json and the two plots into ``out``; return them."""
+    out = Path(out)
+    runs = records.load_records(out)
+    if not runs:
+        raise ValueError(f"{out} has no recorded runs yet")
+    meta = records.read_meta(out)
+    modes = meta.get("settings", {}).get("modes", {})
+    rows = mode_rows(runs, reference, order=list(modes))
+    comparisons = [c for r in rows if (c := paired(runs, r["mode"], reference))]
+    model = cost_model(runs, rows, reference, gpu)
+    cache = prefix_cache(meta)
+    concurrency = sorted({s["concurrency"] for s in meta.get("segments", []) if s.get("runs")})
+    datasets = ", ".join(meta.get("settings", {}).get("dataset", [])) or "?"
+    problems = len({r["id"] for r in runs.values()})
+    levels = "/".join(str(c) for c in concurrency) or "?"
+    title = title or f"{datasets}, {problems} problems, concurrency {levels}"
+    plot_accuracy_latency(rows, out / "accuracy_latency.png", title)
+    plot_threshold_sweep(rows, modes, out / "threshold_sweep.png", "Threshold sweep — " + title)
+
+    summary = {"title": title, "concurrency": concurrency, "rows": rows,
+               "paired": comparisons, "cost_model": model, "prefix_cache": cache,
+               "pareto": pareto(rows), "machine": meta.get("machine"),
+               "settings": meta.get("settings"),
+               "segments": [{k: v for k, v in s.items() if not k.startswith("metrics")}
+                            for s in meta.get("segments", [])]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (out / "summary.csv").write_text(csv_text(rows))
+    (out / "summary.md").write_text(markdown(summary) + "\n")
+    return summary
+
+

@@ -1,0 +1,245 @@
+"""The benchmark runner: every mode through the same graph, one JSON line per finished run.
+
+    run_bench(compile_graph(), datasets.select("gsm8k", limit=30),
+              [parse_mode("base"), parse_mode("small"), parse_mode("spec:t=5,score=expected")],
+              ctx, Path("out"), concurrency=4)
+
+Three parts. :func:`resume` reads the results folder (``records``) and plans the runs it does not
+hold yet, refusing a folder made with other settings. :class:`Workers` interleaves those runs
+(problem by problem, so every mode sees the same load) over ``concurrency`` daemon threads. The sink
+(:func:`run_bench`'s loop) grades each finished run in the main thread (math-verify's signal timeouts
+work there), appends it to ``runs.jsonl`` at once and keeps the tally, so an interrupted benchmark
+(Ctrl-C, a crash) keeps every finished run and the same command resumes with the rest. Runs that
+failed are recorded with their error and run again on resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from specreason_graph.context import Context
+from specreason_graph.evaluation import grading, records
+from specreason_graph.evaluation.datasets import Problem
+from specreason_graph.evaluation.metrics import scrape
+from specreason_graph.evaluation.modes import Mode
+from specreason_graph.evaluation.records import Record
+from specreason_graph.trace import summarize
+
+Task = tuple[Problem, int, Mode]
+
+
+@dataclass
+class Progress:
+    """What the runner reports after each finished run (for a progress bar)."""
+
+    done: int
+    total: int
+    record: Record
+    correct_by_mode: dict[str, tuple[int, int]]
+
+
+@dataclass
+class BenchResult:
+    out: Path
+    records: dict[str, Record]
+    interrupted: bool
+    abandoned: int
+    """Runs still in flight when the benchmark was interrupted (not recorded; run on resume)."""
+
+
+# --- resume --------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """What is left to run in a results folder, and the meta.json that describes the folder."""
+
+    tasks: list[Task]
+    records: dict[str, Record]
+    meta: dict[str, Any]
+    segment: dict[str, Any]
+
+
+def resume(out: Path, problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context,
+           samples: int, concurrency: int, seed: int | None) -> Plan:
+    """Check the request, read what ``out`` holds, and open a new segment for the runs left."""
+    if not problems:
+        raise ValueError("no problems to run: check --limit / --ids")
+    if not modes:
+        raise ValueError("no modes to run")
+    names = [m.name for m in modes]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two modes share a name: {names}; tell them apart with name=")
+    if samples < 1 or concurrency < 1:
+        raise ValueError("samples and concurrency must be at least 1")
+    out.mkdir(parents=True, exist_ok=True)
+    settings = _settings(problems, modes, ctx, samples)
+    meta = records.read_meta(out)
+    if meta:
+        _check_resumable(meta, settings, out)
+        settings["modes"] = {**meta["settings"]["modes"], **settings["modes"]}
+    meta = {"settings": settings, "machine": meta.get("machine") or records.machine(),
+            "segments": meta.get("segments", [])}
+    done = records.load_records(out)
+    tasks = [(p, s, m) for p in problems for s in range(samples) for m in modes
+             if done.get(records.key(m.name, p.id, s), {}).get("error", "x") is not None]
+    segment: dict[str, Any] = {
+        "started": records.now(), "concurrency": concurrency, "seed": seed, "runs": len(tasks),
+        "problems": [p.id for p in problems], "modes": names,
+        "metrics_before": _scrape_all(ctx, modes)}
+    meta["segments"].append(segment)
+    records.write_meta(out, meta)
+    return Plan(tasks, done, meta, segment)
+
+
+def _settings(problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context,
+              samples: int) -> dict[str, Any]:
+    context = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(Context)
+               if f.name not in ("api_key", "request_timeout", *Mode.CHANGES)}
+    return {"dataset": sorted({p.dataset for p in problems}), "context": context,
+            "samples": samples, "modes": {m.name: m.settings(ctx) for m in modes}}
+
+
+def _check_resumable(meta: dict[str, Any], settings: dict[str, Any], out: Path) -> None:
+    old = meta.get("settings", {})
+    differ = [k for k in ("dataset", "context", "samples") if old.get(k) != settings[k]]
+    clash = [name for name, s in settings["modes"].items()
+             if name in old.get("modes", {}) and old["modes"][name] != s]
+    if differ or clash:
+        detail = ", ".join(differ + [f"mode {n!r}" for n in clash])
+        raise ValueError(f"{out} holds results made with other settings ({detail}); "
+                         "give another --out, or the same settings to resume")
+
+
+def _scrape_all(ctx: Context, modes: Sequence[Mode]) -> dict[str, dict[str, float] | None]:
+    urls = {ctx.small_url, ctx.base_url} | {m.base_url for m in modes if m.base_url}
+    return {url: scrape(url) for url in sorted(urls)}
+
+
+# --- workers -------------------------------------------------------------------------------------
+
+@dataclass
+class Workers:
+    """``concurrency`` daemon threads taking tasks from one queue; each finished run (its result or
+    the exception it raised) lands in ``finished`` with its wall time."""
+
+    graph: Any
+    ctx: Context
+    seed: int | None
+    stop: threading.Event
+    todo: queue.Queue[Task] = field(default_factory=queue.Queue)
+    finished: queue.Queue[tuple[Task, Any, float]] = field(default_factory=queue.Queue)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self, tasks: Sequence[Task], concurrency: int) -> Workers:
+        for task in tasks:
+            self.todo.put(task)
+        self.threads = [threading.Thread(target=self._work, daemon=True, name=f"bench-{i}")
+                        for i in range(min(concurrency, len(tasks)))]
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self.threads) or not self.finished.empty()
+
+    def _work(self) -> None:
+        while not self.stop.is_set():
+            try:
+                task = self.todo.get_nowait()
+            except queue.Empty:
+                return
+            problem, sample, mode = task
+            run_ctx = mode.context(self.ctx, prompt=problem.prompt,
+                                   seed=None if self.seed is None else self.seed + sample)
+            started = time.perf_counter()
+            try:
+                result: Any = self.graph.invoke(
+                    {"problem": problem.question}, context=run_ctx,
+                    config={"run_name": f"bench {mode.name}",
+                            "tags": ["bench", mode.name, f"{problem.dataset}:{problem.id}"]})
+            except Exception as exc:  # recorded as a failed run; the others go on
+                result = exc
+            self.finished.put((task, result, time.perf_counter() - started))
+
+
+# --- the sink ------------------------------------------------------------------------------------
+
+def run_bench(graph: Any, problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context,
+              out: Path, *, samples: int = 1, concurrency: int = 1, seed: int | None = None,
+              on_progress: Callable[[Progress], None] | None = None,
+              stop: threading.Event | None = None) -> BenchResult:
+    """Run every (problem, sample, mode) not yet in ``out/runs.jsonl``; see the module docstring.
+
+    ``seed``: sample k of a problem sends seed + k with every step request (None: no seed).
+    ``stop``: set it to stop taking new runs (what Ctrl-C does), as KeyboardInterrupt would.
+    """
+    out = Path(out)
+    plan = resume(out, problems, modes, ctx, samples, concurrency, seed)
+    stop = stop or threading.Event()
+    workers = Workers(graph, ctx, seed, stop).start(plan.tasks, concurrency)
+    correct = _tally(plan.records.values(), {m.name for m in modes})
+    done, interrupted = 0, False
+    with records.RunsFile(out) as sink:
+        try:
+            while done < len(plan.tasks):
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                try:
+                    task, result, wall = workers.finished.get(timeout=0.25)
+                except queue.Empty:
+                    if not workers.alive():
+                        break
+                    continue
+                record = _record(task, result, wall, concurrency)
+                sink.append(record)
+                plan.records[record["key"]] = record
+                done += 1
+                _count(correct, record)
+                if on_progress:
+                    on_progress(Progress(done, len(plan.tasks), record, dict(correct)))
+        except KeyboardInterrupt:
+            interrupted = True
+            stop.set()
+    plan.segment.update({"ended": records.now(), "completed": done, "interrupted": interrupted,
+                         "metrics_after": _scrape_all(ctx, modes)})
+    records.write_meta(out, plan.meta)
+    abandoned = len(plan.tasks) - done - workers.todo.qsize() if interrupted else 0
+    return BenchResult(out, plan.records, interrupted, max(0, abandoned))
+
+
+def _tally(found: Any, modes: set[str]) -> dict[str, tuple[int, int]]:
+    """(right, finished) per mode over the runs a folder already holds."""
+    correct: dict[str, tuple[int, int]] = {}
+    for record in found:
+        if record["mode"] in modes:
+            _count(correct, record)
+    return correct
+
+
+def _count(correct: dict[str, tuple[int, int]], record: Record) -> None:
+    if record.get("error") is None:
+        right, total = correct.get(record["mode"], (0, 0))
+        correct[record["mode"]] = (right + bool(record["correct"]), total + 1)
+
+
+def _record(task: Task, result: Any, wall: float, concurrency: int) -> Record:
+    problem, sample, mode = task
+    record: Record = {
+        "key": records.key(mode.name, problem.id, sample), "mode": mode.name,
+        "dataset": problem.dataset, "id": problem.id, "sample": sample, "gold": problem.answer,
+        "wall_s": round(wall, 3), "concurrency": concurrency, "finished_at": records.now()}
+    if isinstance(result, BaseException):
+        return {**record, "error": f"{type(result).__name__}: {result}", "correct": None}
+    trace = list(result.get("trace") or [])
+    steps = result.get("steps") or []
+    grade = grading.grade(problem, steps[-1] if steps else None)
+    return {**record, "error": None, "correct": grade.correct, "predicted": grade.predicted,
+            "answer": result.get("answer"), "stop_reason": result.get("stop_reason"),
+            "summary": summarize(trace), "trace": trace}

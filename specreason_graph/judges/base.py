@@ -1,0 +1,46 @@
+"""The judges' one interface: a :class:`Case` in, a :class:`Verdict` out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from specreason_graph.context import Context
+from specreason_graph.models import Models
+
+
+@dataclass(frozen=True)
+class Case:
+    """One draft to judge, with everything a judge may read."""
+
+    user_prompt: str
+    """The problem as rendered into the prompt (the user turn every call sends)."""
+    steps: list[str]
+    """The steps kept so far (the draft's prefix)."""
+    draft: str
+    """The small model's proposed next step."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A judge's score and what it read to give it (recorded in the step's trace record)."""
+
+    score: float
+    """Utility on the 0–9 scale; the draft is kept when it is >= the threshold."""
+    token: str | None = None
+    """A one-token judge's generated token."""
+    alternatives: list[tuple[str, float]] = field(default_factory=list)
+    """The top logprobs at that token's position (token, logprob)."""
+    prompt_tokens: int = 0
+    """Tokens the judge's model read."""
+    cached_tokens: int | None = None
+    """Of those, the ones vLLM served from its prefix cache (None: not reported)."""
+    ms: float = 0.0
+    error: str | None = None
+    """Why the judge could not read its signal; the score is then 0 (reject)."""
+
+
+class Judge(Protocol):
+    name: str
+
+    def __call__(self, case: Case, ctx: Context, models: Models) -> Verdict: ...
