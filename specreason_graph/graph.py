@@ -41,8 +41,9 @@ def _record(state: State, **fields: object) -> StepRecord:
     record: StepRecord = {
         "index": len(state["steps"]), "writer": "small", "text": "", "tokens": 0,
         "truncated": False, "ended_turn": False, "forced": False,
-        "draft": None, "draft_tokens": 0, "draft_ms": 0.0,
-        "score": None, "judge_token": None, "judge_alternatives": [], "judge_error": None,
+        "draft": None, "draft_tokens": 0, "draft_ms": 0.0, "draft_logprobs": None,
+        "judge": None, "judges": {}, "score": None, "judge_token": None, "judge_alternatives": [],
+        "judge_error": None,
         "accepted": None,
         "judge_prompt_tokens": 0, "judge_cached_tokens": None, "judge_ms": 0.0,
         "base_tokens": 0, "base_ms": 0.0, "ms": 0.0,
@@ -85,17 +86,24 @@ class Nodes:
         return {"pending": _record(
             state, writer="small", text=reply.text, tokens=reply.tokens, truncated=reply.truncated,
             ended_turn=reply.ended_turn, draft=reply.text, draft_tokens=reply.tokens,
-            draft_ms=reply.ms)}
+            draft_ms=reply.ms, draft_logprobs=None if reply.logprobs is None else list(reply.logprobs))}
 
     def judge(self, state: State, runtime: Runtime[Context]) -> dict:
-        """The run's judge scores the draft; the score decides the next edge."""
+        """The run's judge scores the draft (``Context.also_judge`` are asked too, for the record);
+        the score decides the next edge."""
         ctx = context.of(runtime)
         pending = state["pending"]
         assert pending is not None and pending["draft"] is not None
-        verdict = judges.get(ctx.judge)(
-            judges.Case(state["user_prompt"], state["steps"], pending["draft"]), ctx, self.models)
+        case = judges.Case(state["user_prompt"], state["steps"], pending["draft"],
+                           pending["draft_logprobs"])
+        verdict = judges.ask(ctx.judge, case, ctx, self.models)
+        seen = {ctx.judge: verdict.record()}
+        for name in ctx.also_judge:
+            if name not in seen:
+                seen[name] = judges.ask(name, case, ctx, self.models, aside=True).record()
         threshold = rules.threshold_for(state.get("threshold"), ctx.threshold)
-        return {"pending": {**pending, "score": verdict.score, "judge_token": verdict.token,
+        return {"pending": {**pending, "judge": ctx.judge, "judges": seen,
+                            "score": verdict.score, "judge_token": verdict.token,
                             "judge_alternatives": verdict.alternatives, "judge_error": verdict.error,
                             "accepted": verdict.score >= threshold, "judge_ms": verdict.ms,
                             "judge_prompt_tokens": verdict.prompt_tokens,

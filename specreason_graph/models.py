@@ -41,6 +41,8 @@ class StepReply:
     ended_turn: bool
     """Stopped by the model's end of sequence, not by the delimiter."""
     ms: float
+    logprobs: tuple[float, ...] | None = None
+    """The writer's log-probability of each token of ``text`` (None: the server sent none)."""
 
 
 @dataclass(frozen=True)
@@ -89,10 +91,24 @@ class Reply:
     ms: float
 
 
+class VLLMChatOpenAI(ChatOpenAI):
+    """``ChatOpenAI`` that also keeps vLLM's ``prompt_logprobs`` (a reply field OpenAI's API does
+    not have) in each message's ``response_metadata``."""
+
+    def _create_chat_result(self, response: Any, generation_info: dict | None = None) -> Any:
+        result = super()._create_chat_result(response, generation_info)
+        extra = (response.get("prompt_logprobs") if isinstance(response, dict)
+                 else (getattr(response, "model_extra", None) or {}).get("prompt_logprobs"))
+        if extra is not None:
+            for generation in result.generations:
+                generation.message.response_metadata["prompt_logprobs"] = extra
+        return result
+
+
 @lru_cache(maxsize=32)
 def chat_model(url: str, model: str, api_key: str | None, timeout: float) -> ChatOpenAI:
     """The shared client for one endpoint. Retries belong to the graph's RetryPolicy, not here."""
-    return ChatOpenAI(
+    return VLLMChatOpenAI(
         base_url=url,
         model=model,
         api_key=api_key or "EMPTY",  # type: ignore[arg-type]  # vLLM without --api-key takes any
@@ -129,7 +145,21 @@ def write_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_fin
         text = text[: -len(delimiter)]
     _, out_tokens, _ = _usage(reply)
     return StepReply(text=text, tokens=out_tokens, truncated=finish == "length",
-                     ended_turn=finish == "stop" and not at_delimiter, ms=ms)
+                     ended_turn=finish == "stop" and not at_delimiter, ms=ms,
+                     logprobs=_text_logprobs(reply.response_metadata.get("logprobs"),
+                                             delimiter if at_delimiter else ""))
+
+
+def _text_logprobs(logprobs: Any, delimiter: str) -> tuple[float, ...] | None:
+    """Token logprobs of a step reply, without the trailing delimiter's tokens; None if absent."""
+    try:
+        content = [(str(t["token"]), float(t["logprob"])) for t in logprobs["content"]]
+    except (TypeError, KeyError, ValueError):
+        return None
+    dropped = ""
+    while content and delimiter and len(dropped) < len(delimiter):
+        dropped = content.pop()[0] + dropped
+    return tuple(lp for _, lp in content)
 
 
 def _invoke_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_final: bool,
@@ -142,6 +172,7 @@ def _invoke_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_f
         temperature=temperature,
         top_p=top_p,
         seed=seed,
+        logprobs=True,  # the draft's own confidence, free with the draft (the `confidence` judge)
         extra_body={
             "continue_final_message": continue_final,
             "add_generation_prompt": not continue_final,
@@ -164,6 +195,24 @@ def complete(chat: BaseChatModel, messages: list[BaseMessage], *, max_tokens: in
     return Reply(text=str(reply.text), tokens=out_tokens,
                  finish_reason=reply.response_metadata.get("finish_reason"),
                  ms=(time.perf_counter() - started) * 1000)
+
+
+def finish(chat: BaseChatModel, messages: list[BaseMessage], *, n: int, continue_final: bool,
+           max_tokens: int, temperature: float, top_p: float) -> list[Reply]:
+    """``n`` independent completions of the whole rest of a solution in one request (vLLM batches
+    them): rollouts from a prefix of kept steps, for labelling steps."""
+    started = time.perf_counter()
+    result = chat.generate([messages], n=n, max_tokens=max_tokens, temperature=temperature,
+                           top_p=top_p, extra_body={"continue_final_message": continue_final,
+                                                    "add_generation_prompt": not continue_final})
+    ms = (time.perf_counter() - started) * 1000
+    replies = []
+    for generation in result.generations[0]:
+        message = generation.message  # type: ignore[attr-defined]
+        replies.append(Reply(text=str(message.text), tokens=_usage(message)[1],
+                             finish_reason=(generation.generation_info or {}).get("finish_reason"),
+                             ms=ms))
+    return replies
 
 
 def judge(chat: BaseChatModel, messages: list[BaseMessage], *, top_logprobs: int) -> JudgeReply:
@@ -193,6 +242,58 @@ def judge(chat: BaseChatModel, messages: list[BaseMessage], *, top_logprobs: int
         token = str(reply.text)
     return JudgeReply(token=token or None, top_logprobs=alternatives, prompt_tokens=prompt_tokens,
                       cached_tokens=cached, ms=ms)
+
+
+@dataclass(frozen=True)
+class TextLogprobs:
+    """A model's log-probabilities of a given text, read from one prefill (``prompt_logprobs``)."""
+
+    logprobs: tuple[float, ...]
+    """One per token of the text (empty if the reply held none)."""
+    prompt_tokens: int
+    cached_tokens: int | None
+    ms: float
+
+
+def text_logprobs(chat: BaseChatModel, messages: list[BaseMessage], text: str) -> TextLogprobs:
+    """The model's log-probability of each token of ``text``, which ends the last (assistant)
+    message: one request with vLLM's ``prompt_logprobs`` and one generated token.
+
+    vLLM does not read the prefix cache for a request that asks for prompt logprobs (it needs the
+    logits of every prompt position), so this prefills the whole prompt each time."""
+    started = time.perf_counter()
+    try:
+        reply = chat.invoke(
+            messages, max_tokens=1, temperature=0.0,
+            extra_body={"prompt_logprobs": 0, "continue_final_message": True,
+                        "add_generation_prompt": False})
+    except openai.BadRequestError as exc:
+        _raise_if_context_full(exc)
+        raise
+    except _MALFORMED as exc:
+        raise MalformedReply(f"{type(exc).__name__}: {exc}") from exc
+    prompt_tokens, _, cached = _usage(reply)
+    return TextLogprobs(_trailing(reply.response_metadata.get("prompt_logprobs"), text),
+                        prompt_tokens, cached, (time.perf_counter() - started) * 1000)
+
+
+def _trailing(prompt_logprobs: Any, text: str) -> tuple[float, ...]:
+    """The logprobs of the prompt's last tokens that spell ``text`` (vLLM: one entry per prompt
+    token, None for the first, else {token_id: {"logprob", "rank", "decoded_token"}})."""
+    if not isinstance(prompt_logprobs, list):
+        return ()
+    found: list[float] = []
+    covered = ""
+    for entry in reversed(prompt_logprobs):
+        if len(covered) >= len(text.rstrip()) or not isinstance(entry, dict) or not entry:
+            break
+        # the prompt's own token is the entry's first (with prompt_logprobs=0 the only) item
+        info = next(iter(entry.values()))
+        if not isinstance(info, dict) or not isinstance(info.get("logprob"), (int, float)):
+            break
+        covered = str(info.get("decoded_token") or "") + covered
+        found.append(float(info["logprob"]))
+    return tuple(reversed(found))
 
 
 def _first_position(logprobs: Any) -> tuple[str | None, list[tuple[str, float]]]:
@@ -236,6 +337,11 @@ class Models:
     def judge_token(self, ctx: Context, messages: list[BaseMessage]) -> JudgeReply:
         """The base model's one greedy token (and its top alternatives) after ``messages``."""
         return judge(self.chat("base", ctx), messages, top_logprobs=ctx.judge_top_logprobs)
+
+    def text_logprobs(self, role: Role, ctx: Context, messages: list[BaseMessage],
+                      text: str) -> TextLogprobs:
+        """``role``'s log-probability of each token of ``text``, the end of ``messages``."""
+        return text_logprobs(self.chat(role, ctx), messages, text)
 
 
 # --- failures and the retry policy -------------------------------------------------------------

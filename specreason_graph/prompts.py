@@ -48,15 +48,21 @@ def step_messages(user_prompt: str, steps: list[str], opener: str, delimiter: st
 
 
 def judge_messages(user_prompt: str, steps: list[str], candidate: str, opener: str,
-                   delimiter: str) -> list[BaseMessage]:
-    """Messages for scoring ``candidate`` as the step after ``steps`` (continued at the digit).
+                   delimiter: str, question: str = "judge") -> list[BaseMessage]:
+    """Messages for judging ``candidate`` as the step after ``steps``: the ``question`` prompt
+    (``judge``: a 0-9 score; ``judge_yes_no``: Yes or No), continued right before the answer token
+    (its ``<question>_prefill`` file).
 
     A '</think>' in the candidate is left out: reasoning models' chat templates drop everything
     before it from an assistant turn in the history, so the judge would not see the reasoning.
     """
-    return [
-        HumanMessage(user_prompt),
-        AIMessage(thinking(opener, steps, delimiter) + candidate.replace(THINK_CLOSE, "")),
-        HumanMessage(load("judge")),
-        AIMessage(load("judge_prefill")),
-    ]
+    return [*draft_messages(user_prompt, steps, candidate, opener, delimiter),
+            HumanMessage(load(question)), AIMessage(load(f"{question}_prefill"))]
+
+
+def draft_messages(user_prompt: str, steps: list[str], candidate: str, opener: str,
+                   delimiter: str) -> list[BaseMessage]:
+    """The step request's messages with ``candidate`` written after the kept steps: the prompt whose
+    last tokens are the draft, for reading a model's likelihood of it."""
+    return [HumanMessage(user_prompt),
+            AIMessage(thinking(opener, steps, delimiter) + candidate.replace(THINK_CLOSE, ""))]

@@ -65,6 +65,68 @@ def expected_score(top_logprobs: Sequence[tuple[str, float]]) -> float:
     return sum(d * w for d, w in weights.items()) / total
 
 
+SCORE_MAX = 9.0
+"""The top of the judges' common scale (the paper's 0-9 digit)."""
+
+
+def yes_probability(top_logprobs: Sequence[tuple[str, float]], token: str | None) -> float | None:
+    """P(Yes) among the Yes/No tokens of the alternatives (' Yes', 'yes', 'YES' are all Yes),
+    renormalised over those two answers; without alternatives, the generated token (1 or 0).
+    None when neither answer is there."""
+    mass = {"yes": -math.inf, "no": -math.inf}
+    for alt, logprob in top_logprobs:
+        word = alt.strip().lower()
+        if word in mass and logprob is not None and not math.isnan(logprob):
+            mass[word] = _logaddexp(mass[word], logprob)
+    if mass["yes"] == mass["no"] == -math.inf:
+        word = (token or "").strip().lower()
+        return {"yes": 1.0, "no": 0.0}.get(word)
+    top = max(mass.values())
+    yes, no = math.exp(mass["yes"] - top), math.exp(mass["no"] - top)
+    return yes / (yes + no)
+
+
+def probability_score(logprobs: Sequence[float]) -> float:
+    """A sequence's per-token geometric-mean probability on the judges' scale: 9·exp(mean logprob)."""
+    return SCORE_MAX * math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.0
+
+
+Stage = tuple[str, float, float]
+"""One stage of a cascade: a judge, and its band: reject below ``low``, accept at ``high`` or above,
+undecided (ask the next stage) between."""
+
+
+def parse_cascade(text: str, known: Sequence[str]) -> list[Stage]:
+    """``check:1-10,confidence:3-8,yes_no``: judges in order, each but the last with its band
+    ``low-high`` on the 0-9 scale (the last one's score meets the run's threshold)."""
+    stages: list[Stage] = []
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise ValueError("a cascade needs at least one judge, e.g. check:1-10,yes_no")
+    for i, part in enumerate(parts):
+        name, _, band = part.partition(":")
+        if name not in known or name == "cascade":
+            raise ValueError(f"cascade stage {part!r}: unknown judge {name!r}; known: "
+                             f"{', '.join(k for k in known if k != 'cascade')}")
+        last = i == len(parts) - 1
+        if last and band:
+            raise ValueError(f"cascade stage {part!r}: the last stage takes no band (its score "
+                             "meets the threshold)")
+        if not last and not band:
+            raise ValueError(f"cascade stage {part!r}: give its band as {name}:LOW-HIGH")
+        low, high = (THRESHOLD_MIN, THRESHOLD_MAX)
+        if band:
+            try:
+                low, high = (float(x) for x in band.split("-"))
+            except ValueError:
+                raise ValueError(f"cascade stage {part!r}: the band is LOW-HIGH, two numbers "
+                                 "from 0 to 10") from None
+            if not (is_threshold(low) and is_threshold(high) and low <= high):
+                raise ValueError(f"cascade stage {part!r}: the band needs 0 <= LOW <= HIGH <= 10")
+        stages.append((name, low, high))
+    return stages
+
+
 def _logaddexp(a: float, b: float) -> float:
     top = max(a, b)
     if top == -math.inf:

@@ -8,12 +8,27 @@ decided (draft → judge → maybe regenerate); it is replaced, never merged, an
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
 from typing_extensions import TypedDict
 
 Writer = Literal["small", "base"]
 StopReason = Literal["answer", "repeated_step", "token_budget", "finished", "context_full"]
+
+
+class JudgeRecord(TypedDict):
+    """What one judge gave a draft and what it read to give it."""
+
+    score: float
+    ms: float
+    prompt_tokens: int
+    """Tokens the judge's model read for this draft (0 for the free judges)."""
+    cached_tokens: int | None
+    """Of those, the ones served from vLLM's prefix cache (None: not reported)."""
+    error: str | None
+    """Why the judge could not read its signal (it then scores 0: reject)."""
+    reads: dict[str, Any]
+    """The judge's own readings: its token and alternatives, mean/min logprob, equations..."""
 
 
 class StepRecord(TypedDict):
@@ -37,6 +52,12 @@ class StepRecord(TypedDict):
     """The small model's draft (equal to ``text`` when accepted; None when not drafted)."""
     draft_tokens: int
     draft_ms: float
+    draft_logprobs: list[float] | None
+    """The small model's log-probability of each draft token (None: not drafted, or not sent)."""
+    judge: str | None
+    """The judge whose score decided (Context.judge; None when not drafted)."""
+    judges: dict[str, JudgeRecord]
+    """Every judge that scored the draft (the deciding one and Context.also_judge), by name."""
     score: float | None
     """Judge's score for the draft (None when not drafted)."""
     judge_token: str | None

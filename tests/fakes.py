@@ -17,13 +17,24 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field
 
 
-def step(text: str, *, tokens: int | None = None, end: str = "delimiter") -> AIMessage:
+def step(text: str, *, tokens: int | None = None, end: str = "delimiter",
+         logprobs: list[float] | None = None) -> AIMessage:
     """A step reply as vLLM sends it with include_stop_str_in_output: text + "\\n\\n" at the delimiter,
-    bare text when the model ended its turn (end="eos") or hit max_tokens (end="length")."""
+    bare text when the model ended its turn (end="eos") or hit max_tokens (end="length").
+    ``logprobs``: one per word of ``text`` (the delimiter's token gets 0.0), as chat logprobs."""
     body = text + "\n\n" if end == "delimiter" else text
+    metadata: dict[str, Any] = {"finish_reason": "length" if end == "length" else "stop"}
+    if logprobs is not None:
+        words = text.split(" ")
+        assert len(words) == len(logprobs), "one logprob per word"
+        content = [{"token": (" " if i else "") + w, "logprob": lp}
+                   for i, (w, lp) in enumerate(zip(words, logprobs, strict=True))]
+        if end == "delimiter":
+            content.append({"token": "\n\n", "logprob": 0.0})
+        metadata["logprobs"] = {"content": content}
     return AIMessage(
         body,
-        response_metadata={"finish_reason": "length" if end == "length" else "stop"},
+        response_metadata=metadata,
         usage_metadata={"input_tokens": 10, "output_tokens": tokens if tokens is not None else
                         max(1, len(text.split())), "total_tokens": 0},
     )
@@ -42,6 +53,22 @@ def score(token: str | None, alternatives: dict[str, float] | None = None,
     return AIMessage(token or "", response_metadata=metadata,
                      usage_metadata={"input_tokens": 80, "output_tokens": 1, "total_tokens": 81,
                                      "input_token_details": {"cache_read": 64}})
+
+
+def prompt_logprobs(prefix_tokens: list[str], draft: list[tuple[str, float]] | None) -> AIMessage:
+    """A reply to a ``prompt_logprobs`` request, as ``VLLMChatOpenAI`` hands it on: one entry per
+    prompt token (None for the first), the draft's tokens last with their logprobs; ``draft=None``:
+    the server sent no prompt logprobs."""
+    metadata: dict[str, Any] = {"finish_reason": "length"}
+    if draft is not None:
+        entries: list[Any] = [None] + [{"1": {"logprob": -1.0, "rank": 1, "decoded_token": t}}
+                                       for t in prefix_tokens[1:]]
+        entries += [{"2": {"logprob": lp, "rank": 1, "decoded_token": t}} for t, lp in draft]
+        metadata["prompt_logprobs"] = entries
+    n = len(prefix_tokens) + len(draft or [])
+    return AIMessage("x", response_metadata=metadata,
+                     usage_metadata={"input_tokens": n, "output_tokens": 1, "total_tokens": n + 1,
+                                     "input_token_details": {"cache_read": 0}})
 
 
 class ScriptedModel(BaseChatModel):
@@ -63,16 +90,19 @@ class ScriptedModel(BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         kwargs = {**kwargs, "stop": stop}
         self.calls.append((list(messages), kwargs))
-        if callable(self.script):
-            reply = self.script(messages, kwargs)
-        else:
-            try:
-                reply = next(self.script)
-            except StopIteration:
-                raise AssertionError(f"{self.__class__.__name__}: script ran out") from None
-        if isinstance(reply, Exception):
-            raise reply
-        return ChatResult(generations=[ChatGeneration(message=reply)])
+        generations = []
+        for _ in range(kwargs.get("n") or 1):  # n choices in one request, as vLLM sends them
+            if callable(self.script):
+                reply = self.script(messages, kwargs)
+            else:
+                try:
+                    reply = next(self.script)
+                except StopIteration:
+                    raise AssertionError(f"{self.__class__.__name__}: script ran out") from None
+            if isinstance(reply, Exception):
+                raise reply
+            generations.append(ChatGeneration(message=reply))
+        return ChatResult(generations=generations)
 
     def judge_calls(self) -> list[list[BaseMessage]]:
         return [m for m, kw in self.calls if kw.get("max_tokens") == 1]

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from specreason_graph import rules
-from specreason_graph.context import Context, ScoreMethod
+from specreason_graph.context import JUDGE_NAMES, Context, ScoreMethod
 
 ALL_STEPS_BY_BASE = 1_000_000
 """first_n_base for the base-only mode: above any run's step count, so the base writes every step."""
@@ -34,19 +33,23 @@ class Mode:
     base_url: str | None = None
     """Another base server for this mode (e.g. one launched with speculative decoding)."""
     base_model: str | None = None
+    judge: str | None = None
+    """Another judge for this mode (``Context.judge``)."""
 
     CHANGES: typing.ClassVar[tuple[str, ...]] = (
-        "threshold", "score_method", "first_n_base", "small_only")
+        "threshold", "score_method", "first_n_base", "small_only", "judge", "cascade",
+        "calibration", "also_judge")
     """The Context fields a mode sets (a results folder's shared settings leave them out)."""
 
     def context(self, ctx: Context, **extra: Any) -> Context:
-        change: dict[str, Any] = {"small_only": False, **extra}
+        # the run's Context holds its calibration's choice already: do not apply it again
+        change: dict[str, Any] = {"small_only": False, "calibration": None, **extra}
         if self.kind == "base":
             change["first_n_base"] = ALL_STEPS_BY_BASE
         elif self.kind == "small":
             change["small_only"] = True
         else:
-            for key in ("threshold", "score_method", "first_n_base"):
+            for key in ("threshold", "score_method", "first_n_base", "judge"):
                 if getattr(self, key) is not None:
                     change[key] = getattr(self, key)
         if self.base_url:
@@ -58,20 +61,22 @@ class Mode:
     def settings(self, ctx: Context) -> dict[str, Any]:
         """The Context fields of this mode that decide its behaviour (for the record)."""
         c = self.context(ctx)
-        return {"kind": self.kind, "threshold": c.threshold, "score_method": c.score_method,
+        return {"kind": self.kind, "judge": c.judge, "cascade": c.cascade,
+                "threshold": c.threshold, "score_method": c.score_method,
                 "first_n_base": c.first_n_base, "small_only": c.small_only,
                 "base_url": c.base_url, "base_model": c.base_model}
 
 
 _KEYS = {"t": "threshold", "threshold": "threshold", "score": "score_method",
          "score_method": "score_method", "n": "first_n_base", "first_n": "first_n_base",
-         "first_n_base": "first_n_base", "url": "base_url", "model": "base_model", "name": "name"}
+         "first_n_base": "first_n_base", "url": "base_url", "model": "base_model", "name": "name",
+         "judge": "judge"}
 
 
-def parse_mode(text: str, calibrated: Mapping[str, float] | None = None) -> Mode:
-    """``base`` | ``small`` | ``spec[:t=7,score=greedy,n=0]``, plus ``url=``/``model=`` (another
-    base server) and ``name=`` (the row's label) on any of them. ``t=cal`` takes the threshold
-    ``calibrated`` holds for the mode's score method (``calibrate.load_thresholds``)."""
+def parse_mode(text: str) -> Mode:
+    """``base`` | ``small`` | ``spec[:judge=score,t=7,score=greedy,n=0]``, plus ``url=``/``model=``
+    (another base server) and ``name=`` (the row's label) on any of them. What a spec mode does not
+    set comes from the run's Context (and its ``calibration``, if any)."""
     kind, _, rest = text.strip().partition(":")
     if kind not in ("base", "small", "spec"):
         raise ValueError(f"unknown mode {text!r}: start with base, small or spec "
@@ -81,18 +86,14 @@ def parse_mode(text: str, calibrated: Mapping[str, float] | None = None) -> Mode
         key, sep, value = item.partition("=")
         if not sep or key.strip() not in _KEYS:
             raise ValueError(f"mode {text!r}: cannot read {item!r}; use "
-                             "t=, score=, n=, url=, model=, name=")
+                             "t=, score=, n=, url=, model=, name=, judge=")
         fields[_KEYS[key.strip()]] = value.strip()
     if kind != "spec" and set(fields) & {"threshold", "score_method", "first_n_base"}:
         raise ValueError(f"mode {text!r}: t=, score= and n= only apply to spec")
-    method = fields.get("score_method")
-    if fields.get("threshold") == "cal":
-        if calibrated is None:
-            raise ValueError(f"mode {text!r} takes its threshold from --calibration FILE "
-                             "(calibration.json written by `specreason calibrate`)")
-        fields["threshold"] = calibrated[method or "greedy"]
-        fields.setdefault("name", f"specreason t={fields['threshold']:g} {method or 'greedy'} "
-                                  "(calibrated)")
+    if kind != "spec" and "judge" in fields:
+        raise ValueError(f"mode {text!r}: judge= only applies to spec")
+    if fields.get("judge") not in (None, *JUDGE_NAMES):
+        raise ValueError(f"mode {text!r}: judge= is one of {', '.join(JUDGE_NAMES)}")
     try:
         threshold = float(fields["threshold"]) if "threshold" in fields else None
         first_n = int(fields["first_n_base"]) if "first_n_base" in fields else None
@@ -103,17 +104,17 @@ def parse_mode(text: str, calibrated: Mapping[str, float] | None = None) -> Mode
     if fields.get("score_method") not in (None, *typing.get_args(ScoreMethod)):
         raise ValueError(f"mode {text!r}: score= is greedy or expected")
     name = fields.get("name") or _default_name(kind, threshold, fields.get("score_method"),
-                                               first_n, fields.get("base_url"))
+                                               first_n, fields.get("base_url"), fields.get("judge"))
     return Mode(name, kind, threshold, fields.get("score_method"), first_n,  # type: ignore[arg-type]
-                fields.get("base_url"), fields.get("base_model"))
+                fields.get("base_url"), fields.get("base_model"), fields.get("judge"))
 
 
 def _default_name(kind: str, threshold: float | None, score: str | None, first_n: int | None,
-                  url: str | None) -> str:
+                  url: str | None, judge: str | None = None) -> str:
     if kind != "spec":
         name = f"{kind}-only"
     else:
-        parts = ["specreason"]
+        parts = ["specreason"] + ([judge] if judge else [])
         if threshold is not None:
             parts.append(f"t={threshold:g}")
         if score:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from specreason_graph.context import Context
 from specreason_graph.models import Models
@@ -19,6 +19,8 @@ class Case:
     """The steps kept so far (the draft's prefix)."""
     draft: str
     """The small model's proposed next step."""
+    draft_logprobs: list[float] | None = None
+    """The small model's log-probability of each draft token (None: the server sent none)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,21 @@ class Verdict:
     ms: float = 0.0
     error: str | None = None
     """Why the judge could not read its signal; the score is then 0 (reject)."""
+    reads: dict[str, Any] = field(default_factory=dict)
+    """The judge's own readings (mean/min logprob, equations checked, stages asked ...)."""
+
+    def record(self) -> dict[str, Any]:
+        """The trace's record of this verdict (``state.JudgeRecord``)."""
+        reads = dict(self.reads)
+        if self.token is not None or self.alternatives:
+            reads.update(token=self.token, alternatives=self.alternatives)
+        return {"score": self.score, "ms": round(self.ms, 1), "prompt_tokens": self.prompt_tokens,
+                "cached_tokens": self.cached_tokens, "error": self.error, "reads": reads}
+
+
+def failed(why: str, ms: float = 0.0, **reads: Any) -> Verdict:
+    """A judge that could not read its signal: score 0 (reject), and why."""
+    return Verdict(score=0.0, ms=ms, error=why, reads=reads)
 
 
 class Judge(Protocol):

@@ -4,7 +4,8 @@ A config has ``[defaults]`` (the server environment's python, host, environment 
 options shared by its servers) and one ``[[server]]`` table per role (``base`` and ``small``): the
 model folder, the served name and the port. ``{home}`` and ``{models}`` in a value stand for
 ``$SPECREASON_HOME`` (default ``~/.cache/specreason-graph``) and its ``models/`` folder. The CPU
-default's endpoints are also the graph's default endpoints (``context.local_endpoints``).
+default's endpoints are also the graph's default endpoints (``context.local_defaults``), and its
+``[graph]`` table holds the judge settings that calibration chose for the pair.
 """
 
 from __future__ import annotations
@@ -116,9 +117,10 @@ def config_path(name_or_path: str | os.PathLike[str]) -> Path:
 def load_config(name_or_path: str | os.PathLike[str] = "cpu") -> ServerSet:
     path = config_path(name_or_path)
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    if set(data) - {"defaults", "server"}:
-        raise ValueError(f"{path}: unknown tables {sorted(set(data) - {'defaults', 'server'})}; "
-                         "a config has [defaults] and [[server]] tables only")
+    tables = {"defaults", "server", "graph"}
+    if set(data) - tables:
+        raise ValueError(f"{path}: unknown tables {sorted(set(data) - tables)}; a config has "
+                         "[defaults], [[server]] and [graph] (the judge settings) tables only")
     defaults = data.get("defaults", {})
     places = {"home": str(home()), "models": str(home() / "models")}
     specs = []

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from specreason_graph import Context, build_graph, cli
-from specreason_graph.evaluation import calibrate, datasets, metrics
+from specreason_graph.evaluation import datasets, metrics
 from specreason_graph.evaluation.metrics import scrape
 from specreason_graph.evaluation.modes import ALL_STEPS_BY_BASE, Mode, parse_mode
 from specreason_graph.evaluation.records import META_FILE, RUNS_FILE, load_records
@@ -187,10 +187,12 @@ def test_context_extra_fields():
 def test_settings_record_the_effective_fields():
     c = ctx(threshold=6)
     assert parse_mode("base").settings(c) == {
-        "kind": "base", "threshold": 6.0, "score_method": "greedy", "first_n_base": 1_000_000,
+        "kind": "base", "judge": c.judge, "cascade": c.cascade,
+        "threshold": 6.0, "score_method": "greedy", "first_n_base": 1_000_000,
         "small_only": False, "base_url": URL, "base_model": c.base_model}
     assert parse_mode("spec:t=5,score=expected,url=http://x:1/v1").settings(c) == {
-        "kind": "spec", "threshold": 5.0, "score_method": "expected", "first_n_base": 0,
+        "kind": "spec", "judge": c.judge, "cascade": c.cascade,
+        "threshold": 5.0, "score_method": "expected", "first_n_base": 0,
         "small_only": False, "base_url": "http://x:1/v1", "base_model": c.base_model}
 
 
@@ -671,20 +673,21 @@ def test_bench_report_of_recorded_runs(capsys, tmp_path):
 
 # --- thresholds from a calibration, and BENCHMARKS.md splicing -----------------------------------
 
-def test_calibrated_mode_takes_the_threshold_calibrate_chose(tmp_path):
-    found = {"methods": {"greedy": {"threshold": 9.0}, "expected": {"threshold": 6.5}}}
-    path = tmp_path / "calibration.json"
-    path.write_text(json.dumps(found))
-    thresholds = calibrate.load_thresholds(path)
-    mode = parse_mode("spec:t=cal,score=expected", thresholds)
-    assert (mode.threshold, mode.score_method) == (6.5, "expected")
-    assert mode.name == "specreason t=6.5 expected (calibrated)"
-    assert parse_mode("spec:t=cal", thresholds).threshold == 9.0
-    assert parse_mode("spec:t=5", None).threshold == 5
-    with pytest.raises(ValueError, match="takes its threshold from --calibration"):
-        parse_mode("spec:t=cal", None)
+def test_a_calibration_file_sets_the_judge_of_every_mode_that_leaves_it_open(tmp_path):
+    path = tmp_path / "choice.json"
+    path.write_text(json.dumps({"choice": {"judge": "yes_no", "threshold": 6.5,
+                                           "score_method": "expected"}}))
+    ctx = Context(calibration=str(path))
+    assert (ctx.judge, ctx.threshold, ctx.score_method) == ("yes_no", 6.5, "expected")
+    open_mode = parse_mode("spec").context(ctx)
+    assert (open_mode.judge, open_mode.threshold) == ("yes_no", 6.5)
+    paper = parse_mode("spec:judge=score,t=7,score=greedy").context(ctx)
+    assert (paper.judge, paper.threshold, paper.score_method) == ("score", 7.0, "greedy")
+    assert parse_mode("spec:judge=check").name == "specreason check"
+    with pytest.raises(ValueError, match="judge= is one of"):
+        parse_mode("spec:judge=oracle")
     with pytest.raises(ValueError, match="cannot read the calibration"):
-        calibrate.load_thresholds(tmp_path / "missing.json")
+        Context(calibration=str(tmp_path / "missing.json"))
 
 
 def test_splice_replaces_only_its_own_section(tmp_path):

@@ -1,13 +1,12 @@
-"""specreason_graph.evaluation (stats rows, paired tests, cost model, prefix cache, tables, plots, build) and
-its calibrate module, on hand-made records shaped like _record's, plus one real
-(scripted-model) benchmark for build()."""
+"""specreason_graph.evaluation's report (stats rows, paired tests, cost model, prefix cache, tables,
+plots, build), on hand-made records shaped like _record's, plus one real (scripted-model) benchmark
+for build()."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import math
 import os
 import socket
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from specreason_graph import Context, build_graph, rules
-from specreason_graph.evaluation import calibrate, datasets, report
+from specreason_graph.evaluation import datasets, report
 from specreason_graph.evaluation.cost_model import GPU_PROFILES, GpuProfile, Line, cost_model, fit, parse_gpu
 from specreason_graph.evaluation.metrics import PREFIX_COUNTERS, prefix_cache
 from specreason_graph.evaluation.modes import parse_mode
@@ -453,81 +452,3 @@ def test_build_of_nothing(tmp_path):
         report.build(tmp_path)
 
 
-# --- calibrate -----------------------------------------------------------------------------------
-
-def steps(right: list[float], wrong: list[float]) -> list[dict[str, Any]]:
-    return ([{"id": f"r{i}", "correct": True, "greedy": s, "expected": s}
-             for i, s in enumerate(right)]
-            + [{"id": f"w{i}", "correct": False, "greedy": s, "expected": s}
-               for i, s in enumerate(wrong)])
-
-
-def test_choose_the_separating_threshold():
-    c = calibrate.choose(steps([9, 9, 8], [3, 4, 5]), "greedy", 0.5)
-    assert (c["threshold"], c["acceptance"], c["youden_j"]) == (5.5, 0.5, 1.0)
-    assert c["how"] == "max Youden's J with acceptance ≥ min_accept"
-    assert c["drafts"] == 6 and c["method"] == "greedy"
-    assert c["mean_right"] == pytest.approx(26 / 3) and c["mean_wrong"] == 4.0
-    assert c["quartiles"] == pytest.approx([3.75, 6.5, 9.0])
-    assert [(r["threshold"], r["acceptance"]) for r in c["sweep"]] == [
-        (3, 1.0), (5, pytest.approx(4 / 6)), (7, 0.5), (9, pytest.approx(2 / 6))]
-    assert c["sweep"][1]["youden_j"] == pytest.approx(2 / 3)
-
-
-def test_choose_respects_min_accept():
-    c = calibrate.choose(steps([9, 9, 8], [3, 4, 5]), "greedy", 0.6)
-    # t = 5.5 would separate them but accepts only half; at 4.5 and 5 two of three wrong are
-    # rejected (J 2/3) and 4/6 accepted: the lower one wins the tie
-    assert c["threshold"] == 4.5
-    assert c["acceptance"] == pytest.approx(4 / 6) and c["youden_j"] == pytest.approx(2 / 3)
-
-
-def test_choose_without_right_and_wrong_falls_back_to_acceptance():
-    c = calibrate.choose(steps([9, 9, 8, 5], []), "expected", 0.5)
-    assert c["threshold"] == 9.0 and c["acceptance"] == 0.5 and c["youden_j"] is None
-    assert c["how"].startswith("no right/wrong contrast")
-    assert c["mean_wrong"] is None
-    every = calibrate.choose(steps([], [2, 2]), "greedy", 1.0)
-    assert (every["threshold"], every["acceptance"]) == (2.0, 1.0)  # the strictest that accepts all
-    assert every["quartiles"] == [2.0, 2.0, 2.0]
-    one = calibrate.choose(steps([7], []), "greedy", 0.5)
-    assert one["quartiles"] == [7, 7, 7] and one["threshold"] == 7.0
-    with pytest.raises(ValueError, match="no threshold accepts"):
-        calibrate.choose(steps([7], []), "greedy", 1.5)
-
-
-def test_choose_of_no_drafts():
-    with pytest.raises(ValueError, match="no judged drafts to calibrate on"):
-        calibrate.choose([], "greedy", 0.5)
-
-
-def test_scored_steps_and_calibrate():
-    half = math.log(0.5)
-    rs = records(
-        record("calibration", "1", True, 1.0, [
-            drafted(5, 10, accepted=True, prompt=50, cached=0, judge_ms=5, token="9",
-                    alternatives=[("9", half), ("7", half)]),
-            drafted(5, 10, accepted=True, prompt=50, cached=0, judge_ms=5, token="8",
-                    alternatives=[("8", 0.0)])]),
-        record("calibration", "0", False, 1.0, [
-            base_call(5, 10),  # not judged: left out
-            drafted(5, 10, accepted=True, prompt=50, cached=0, judge_ms=5, token="x",
-                    alternatives=[("x", -0.1), ("3", -2.4)]),
-            drafted(5, 10, accepted=True, prompt=0, cached=None, judge_ms=5, token=None,
-                    judge_error="ValueError: junk")]),  # unreadable judge reply: left out
-        record("calibration", "2", None, 1.0, [], error="RuntimeError: boom"),
-        record("other", "1", True, 1.0, [
-            drafted(5, 10, accepted=True, prompt=50, cached=0, judge_ms=5, token="1")]))
-    rs = json.loads(json.dumps(rs))  # as load_records gives them back: alternatives as lists
-    assert calibrate.scored_steps(rs, "calibration") == [
-        {"id": "1", "correct": True, "greedy": 9.0, "expected": 8.0},
-        {"id": "1", "correct": True, "greedy": 8.0, "expected": 8.0},
-        {"id": "0", "correct": False, "greedy": 0.0, "expected": 3.0}]
-    found = calibrate.calibrate(rs, "calibration", min_accept=0.5)
-    assert found["problems"] == ["0", "1"]  # the failed run's problem is not calibrated on
-    assert (found["drafts"], found["right_problems"], found["min_accept"]) == (3, 1, 0.5)
-    assert set(found["methods"]) == {"greedy", "expected"}
-    assert found["methods"]["greedy"]["threshold"] == 0.5  # rejects the 0, keeps 9 and 8
-    assert found["methods"]["greedy"]["youden_j"] == 1.0
-    assert found["methods"]["expected"]["threshold"] == 3.5  # rejects the 3, keeps both 8s
-    assert calibrate.scored_steps(rs, "absent") == []

@@ -1,0 +1,35 @@
+"""``likelihood``: the base model's token log-probabilities of the draft given the prefix, read
+with vLLM's ``prompt_logprobs`` from one request that generates a single token. The score is
+9 × exp(mean logprob); the minimum is recorded beside it.
+
+Its price: vLLM does not read the prefix cache for a request that asks for prompt logprobs, so every
+call prefills the whole prompt (problem, kept steps, draft) — on the CPU pair that is seconds per
+step, growing with the trace. The trace records ``prompt_tokens`` and ``cached_tokens`` of each call.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from specreason_graph import prompts, rules
+from specreason_graph.context import Context
+from specreason_graph.judges.base import Case, Verdict
+from specreason_graph.models import Models
+
+
+class LikelihoodJudge:
+    name = "likelihood"
+
+    def __call__(self, case: Case, ctx: Context, models: Models) -> Verdict:
+        read = models.text_logprobs("base", ctx, prompts.draft_messages(
+            case.user_prompt, case.steps, case.draft, ctx.thinking_opener, ctx.step_delimiter),
+            case.draft)
+        common = {"prompt_tokens": read.prompt_tokens, "cached_tokens": read.cached_tokens,
+                  "ms": read.ms}
+        if not read.logprobs:
+            return Verdict(score=0.0, error="the base server sent no prompt logprobs for the draft",
+                           **common)
+        lps = read.logprobs
+        return Verdict(score=rules.probability_score(lps), **common,  # type: ignore[arg-type]
+                       reads={"mean_logprob": statistics.fmean(lps), "min_logprob": min(lps),
+                              "tokens": len(lps)})
