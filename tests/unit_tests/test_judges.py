@@ -144,7 +144,7 @@ def test_likelihood_without_prompt_logprobs_rejects():
 
 @pytest.mark.parametrize("draft", [
     "She has 16 eggs/day - 48 eggs/day = -22 eggs/day left.",
-    r"Each gets $\frac{3}{4} = 0.8$ of a pie.",
+    r"Each gets $\frac{3}{4} = 0.9$ pies.",
     r"The total is $3 \times 4 = 13$.",
 ])
 def test_check_rejects_a_false_equation_without_any_model_call_and_the_base_rewrites(draft):
