@@ -112,6 +112,10 @@ class Context:
         "digit tokens among the judge's top logprobs."))
     first_n_base: int = Field(default_factory=_env("first_n_base", 0), ge=0, description=(
         "The first N steps are written by the base model without drafting."))
+    one_request: Literal["small", "base"] | None = Field(
+        default_factory=_env("one_request", None), description=(
+            "Baseline, as the paper's: this model writes the whole solution in one request (the "
+            "same prompt and sampling, token_budget as max_tokens); no steps, no judge."))
     small_only: bool = Field(default_factory=_env("small_only", False), description=(
         "Baseline: the small model writes every step and nothing is judged (the benchmark's "
         "small-only mode; base-only is first_n_base larger than any run)."))

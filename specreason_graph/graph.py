@@ -16,12 +16,13 @@ from typing import Literal
 
 import openai
 from langchain_core.language_models import BaseChatModel
-from langgraph.graph import START, StateGraph
+from langchain_core.messages import HumanMessage
+from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, RetryPolicy
 
-from specreason_graph import context, judges, prompts, rules
+from specreason_graph import context, judges, models, prompts, rules
 from specreason_graph.context import Context
 from specreason_graph.models import (
     RETRY,
@@ -119,6 +120,24 @@ class Nodes:
                             "ended_turn": reply.ended_turn, "base_tokens": reply.tokens,
                             "base_ms": reply.ms}}
 
+    def one_request(self, state: State, runtime: Runtime[Context]) -> dict:
+        """The paper's baselines: one model writes the whole solution in one request."""
+        ctx = context.of(runtime)
+        role: Role = ctx.one_request or "base"
+        reply = models.complete(
+            self.models.chat(role, ctx), [HumanMessage(state["user_prompt"])],
+            max_tokens=ctx.token_budget, temperature=ctx.temperature, top_p=ctx.top_p,
+            seed=ctx.seed)
+        text = reply.text.strip()
+        record = _record(state, writer=role, text=text, tokens=reply.tokens,
+                         truncated=reply.finish_reason == "length", ended_turn=True, ms=reply.ms,
+                         **({"base_tokens": reply.tokens, "base_ms": reply.ms} if role == "base"
+                            else {"draft": text, "draft_tokens": reply.tokens, "draft_ms": reply.ms}))
+        stop = rules.stop_reason([text], reply.tokens, ctx.token_budget,
+                                 ended_turn=reply.finish_reason != "length") or "token_budget"
+        return {"steps": [text], "trace": [record], "kept_tokens": reply.tokens,
+                "stop_reason": stop, "answer": rules.extract_answer(text)}
+
     def base_step(self, state: State, runtime: Runtime[Context]) -> dict:
         """One of the first_n_base steps: the base model writes it, no draft, no judge."""
         reply = self._write("base", state, context.of(runtime))
@@ -128,26 +147,28 @@ class Nodes:
             base_ms=reply.ms)}
 
 
-def calls_model(role: Role, node: Node) -> Node:
-    """``node`` calls the ``role`` model: a full context ends the run (stop reason
-    ``context_full``); a server error becomes a ``ModelCallError`` naming the server, the node and
-    the step."""
+def calls_model(role: Role | Callable[[Context], Role], node: Node) -> Node:
+    """``node`` calls the ``role`` model (or the one ``role(ctx)`` names): a full context ends the
+    run (stop reason ``context_full``); a server error becomes a ``ModelCallError`` naming the
+    server, the node and the step."""
     @wraps(node)
     def guarded(state: State, runtime: Runtime[Context]) -> dict:
+        ctx = context.of(runtime)
+        who: Role = role(ctx) if callable(role) else role
         try:
             return node(state, runtime)
         except ContextFull as exc:
-            url, _ = context.of(runtime).endpoint(role)
+            url, _ = ctx.endpoint(who)
             if not state["steps"]:  # nothing fits: bad input, not a stop
-                raise ValueError(f"the problem does not fit the {role} model's context at "
+                raise ValueError(f"the problem does not fit the {who} model's context at "
                                  f"{url}: {exc}") from None
             runtime.stream_writer({"event": "stop", "stop_reason": "context_full",
                                    "detail": str(exc)})
             return {"stop_reason": "context_full", "pending": None,
                     "answer": rules.extract_answer(state["steps"][-1])}
         except (openai.APIError, MalformedReply) as exc:
-            url, _ = context.of(runtime).endpoint(role)
-            raise ModelCallError(role, url, node.__name__, len(state["steps"]), exc) from exc
+            url, _ = ctx.endpoint(who)
+            raise ModelCallError(who, url, node.__name__, len(state["steps"]), exc) from exc
     return guarded
 
 
@@ -177,6 +198,12 @@ def next_step(state: State, runtime: Runtime[Context]) -> Literal["base_step", "
     if state.get("stop_reason"):
         return "__end__"
     return "base_step" if len(state["steps"]) < context.of(runtime).first_n_base else "draft"
+
+
+def first_step(state: State, runtime: Runtime[Context]
+               ) -> Literal["one_request", "base_step", "draft", "__end__"]:
+    """The first step as any other, except for the one-request baselines: one model writes it all."""
+    return "one_request" if context.of(runtime).one_request else next_step(state, runtime)
 
 
 def by_score(state: State) -> Literal["commit", "regenerate", "__end__"]:
@@ -214,14 +241,17 @@ def build_graph(*, small: BaseChatModel | None = None, base: BaseChatModel | Non
     builder.add_node("judge", calls_model("base", nodes.judge), retry_policy=retry)
     builder.add_node("regenerate", calls_model("base", nodes.regenerate), retry_policy=retry)
     builder.add_node("base_step", calls_model("base", nodes.base_step), retry_policy=retry)
+    builder.add_node("one_request", calls_model(lambda ctx: ctx.one_request or "base",
+                                                nodes.one_request), retry_policy=retry)
     builder.add_node("commit", commit)
 
     builder.add_edge(START, "setup")
-    builder.add_conditional_edges("setup", next_step)
+    builder.add_conditional_edges("setup", first_step)
     builder.add_conditional_edges("draft", after_draft)
     builder.add_conditional_edges("judge", by_score)
     builder.add_conditional_edges("regenerate", after_base)
     builder.add_conditional_edges("base_step", after_base)
+    builder.add_edge("one_request", END)
     builder.add_conditional_edges("commit", next_step)
     return builder
 

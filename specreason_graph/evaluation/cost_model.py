@@ -138,7 +138,8 @@ def cost_model(records: dict[str, dict[str, Any]], rows: Sequence[dict[str, Any]
     for mode, runs in by_mode.items():
         predicted_s = statistics.fmean(predict(r, filled) for r in runs)
         entry: dict[str, Any] = {
-            "predicted_s": predicted_s, "predicted_speedup": cpu_ref / predicted_s,
+            "predicted_s": predicted_s,
+            "predicted_speedup": cpu_ref / predicted_s if predicted_s else None,
             "measured_speedup": measured.get(mode)}
         if measured.get(mode):
             entry["error"] = entry["predicted_speedup"] / measured[mode] - 1

@@ -1,8 +1,9 @@
 """A benchmark's modes: which Context fields change for each row of the comparison.
 
-Fairness: base-only (``first_n_base`` above any run's step count), small-only (``small_only``) and
-SpecReason at any threshold / score method / first-N are the same graph with different Context
-fields, so they share prompts, budget, sampling and servers. A mode may point the base model at
+Fairness: base-only and small-only (one request, ``one_request``), their step-by-step variants
+(``first_n_base`` above any run's step count; ``small_only``) and SpecReason at any judge /
+threshold / score method / first-N are the same graph with different Context fields, so they
+share prompts, budget, sampling and servers. A mode may point the base model at
 another server (``url=``): a vLLM launched with token-level speculative decoding gives the paper's
 SpecDecode and SpecReason + SpecDecode rows.
 """
@@ -17,6 +18,11 @@ from typing import Any, Literal
 from specreason_graph import rules
 from specreason_graph.context import JUDGE_NAMES, Context, ScoreMethod
 
+KINDS = ("base", "small", "base-steps", "small-steps", "spec")
+"""base / small: the paper's baselines, the whole solution in one request (``Context.one_request``);
+base-steps / small-steps: the same model written step by step through the graph (what stepping
+costs); spec: SpecReason."""
+
 ALL_STEPS_BY_BASE = 1_000_000
 """first_n_base for the base-only mode: above any run's step count, so the base writes every step."""
 
@@ -26,7 +32,7 @@ class Mode:
     """One row of the comparison: which Context fields change for it."""
 
     name: str
-    kind: Literal["base", "small", "spec"]
+    kind: Literal["base", "small", "base-steps", "small-steps", "spec"]
     threshold: float | None = None
     score_method: Literal["greedy", "expected"] | None = None
     first_n_base: int | None = None
@@ -37,16 +43,19 @@ class Mode:
     """Another judge for this mode (``Context.judge``)."""
 
     CHANGES: typing.ClassVar[tuple[str, ...]] = (
-        "threshold", "score_method", "first_n_base", "small_only", "judge", "cascade",
-        "calibration", "also_judge")
+        "threshold", "score_method", "first_n_base", "small_only", "one_request", "judge",
+        "cascade", "calibration", "also_judge")
     """The Context fields a mode sets (a results folder's shared settings leave them out)."""
 
     def context(self, ctx: Context, **extra: Any) -> Context:
         # the run's Context holds its calibration's choice already: do not apply it again
-        change: dict[str, Any] = {"small_only": False, "calibration": None, **extra}
-        if self.kind == "base":
+        change: dict[str, Any] = {"small_only": False, "one_request": None, "calibration": None,
+                                  **extra}
+        if self.kind in ("base", "small"):
+            change["one_request"] = self.kind
+        elif self.kind == "base-steps":
             change["first_n_base"] = ALL_STEPS_BY_BASE
-        elif self.kind == "small":
+        elif self.kind == "small-steps":
             change["small_only"] = True
         else:
             for key in ("threshold", "score_method", "first_n_base", "judge"):
@@ -64,6 +73,7 @@ class Mode:
         return {"kind": self.kind, "judge": c.judge, "cascade": c.cascade,
                 "threshold": c.threshold, "score_method": c.score_method,
                 "first_n_base": c.first_n_base, "small_only": c.small_only,
+                "one_request": c.one_request,
                 "base_url": c.base_url, "base_model": c.base_model}
 
 
@@ -78,9 +88,9 @@ def parse_mode(text: str) -> Mode:
     (another base server) and ``name=`` (the row's label) on any of them. What a spec mode does not
     set comes from the run's Context (and its ``calibration``, if any)."""
     kind, _, rest = text.strip().partition(":")
-    if kind not in ("base", "small", "spec"):
+    if kind not in KINDS:
         raise ValueError(f"unknown mode {text!r}: start with base, small or spec "
-                         "(e.g. spec:t=5,score=expected)")
+                         "(e.g. spec:t=5,score=expected), or base-steps / small-steps")
     fields: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, sep, value = item.partition("=")
@@ -112,7 +122,7 @@ def parse_mode(text: str) -> Mode:
 def _default_name(kind: str, threshold: float | None, score: str | None, first_n: int | None,
                   url: str | None, judge: str | None = None) -> str:
     if kind != "spec":
-        name = f"{kind}-only"
+        name = f"{kind}-only" if kind in ("base", "small") else kind
     else:
         parts = ["specreason"] + ([judge] if judge else [])
         if threshold is not None:

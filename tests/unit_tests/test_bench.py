@@ -148,16 +148,16 @@ def test_parse_mode_errors(text, message):
 
 # --- Mode.context / settings ---------------------------------------------------------------------
 
-def test_base_mode_has_the_base_write_every_step():
-    c = parse_mode("base").context(ctx(small_only=True, first_n_base=2))
+def test_base_steps_mode_has_the_base_write_every_step():
+    c = parse_mode("base-steps").context(ctx(small_only=True, first_n_base=2))
     assert c.first_n_base == ALL_STEPS_BY_BASE == 1_000_000
     assert c.small_only is False
     assert (c.base_url, c.small_url) == (URL, URL)
 
 
-def test_small_mode_is_small_only():
-    c = parse_mode("small").context(ctx(first_n_base=2))
-    assert c.small_only is True
+def test_small_steps_mode_is_small_only():
+    c = parse_mode("small-steps").context(ctx(first_n_base=2))
+    assert c.small_only is True and c.one_request is None
     assert c.first_n_base == 2  # irrelevant to small-only and left as given
 
 
@@ -179,21 +179,31 @@ def test_url_and_model_override_the_base_server_only():
     assert c.small_url == URL and c.small_model == Context().small_model
 
 
+def test_base_and_small_modes_write_the_whole_solution_in_one_request():
+    assert parse_mode("base").context(ctx(first_n_base=2)).one_request == "base"
+    small = parse_mode("small").context(ctx(small_only=True))
+    assert (small.one_request, small.small_only) == ("small", False)
+    assert parse_mode("spec").context(ctx(one_request="base")).one_request is None
+    assert [parse_mode(k).name for k in ("base", "small", "base-steps", "small-steps")] == [
+        "base-only", "small-only", "base-steps", "small-steps"]
+
+
 def test_context_extra_fields():
     c = parse_mode("small").context(ctx(), prompt="multiple_choice", seed=7)
-    assert (c.prompt, c.seed, c.small_only) == ("multiple_choice", 7, True)
+    assert (c.prompt, c.seed, c.one_request) == ("multiple_choice", 7, "small")
 
 
 def test_settings_record_the_effective_fields():
     c = ctx(threshold=6)
     assert parse_mode("base").settings(c) == {
         "kind": "base", "judge": c.judge, "cascade": c.cascade,
-        "threshold": 6.0, "score_method": "greedy", "first_n_base": 1_000_000,
-        "small_only": False, "base_url": URL, "base_model": c.base_model}
+        "threshold": 6.0, "score_method": "greedy", "first_n_base": 0,
+        "small_only": False, "one_request": "base", "base_url": URL, "base_model": c.base_model}
     assert parse_mode("spec:t=5,score=expected,url=http://x:1/v1").settings(c) == {
         "kind": "spec", "judge": c.judge, "cascade": c.cascade,
         "threshold": 5.0, "score_method": "expected", "first_n_base": 0,
-        "small_only": False, "base_url": "http://x:1/v1", "base_model": c.base_model}
+        "small_only": False, "one_request": None, "base_url": "http://x:1/v1",
+        "base_model": c.base_model}
 
 
 # --- scrape --------------------------------------------------------------------------------------
@@ -270,10 +280,10 @@ def test_key():
 
 # --- run_bench -----------------------------------------------------------------------------------
 
-FOUR = ("base", "small", "spec", "spec:t=10")
+FOUR = ("base-steps", "small-steps", "spec", "spec:t=10")
 EXPECTED_CORRECT = {  # (mode, problem) -> right?
-    ("base-only", "0"): False, ("base-only", "1"): True,
-    ("small-only", "0"): True, ("small-only", "1"): False,
+    ("base-steps", "0"): False, ("base-steps", "1"): True,
+    ("small-steps", "0"): True, ("small-steps", "1"): False,
     ("specreason", "0"): True, ("specreason", "1"): False,       # judge 9 >= 7: the draft is kept
     ("specreason t=10", "0"): False, ("specreason t=10", "1"): True,  # rejected: the base rewrites
 }
@@ -286,7 +296,7 @@ def test_run_bench_records_every_mode_problem_and_sample(tmp_path):
                              seed=100, on_progress=progress.append)
     assert result.out == tmp_path and result.interrupted is False and result.abandoned == 0
     order = [f"{m}|{p}|{s}" for p in ("0", "1") for s in (0, 1)
-             for m in ("base-only", "small-only", "specreason", "specreason t=10")]
+             for m in ("base-steps", "small-steps", "specreason", "specreason t=10")]
     assert list(result.records) == order  # concurrency 1: the queue's order, modes interleaved
     on_disk = lines(tmp_path)
     assert [r["key"] for r in on_disk] == order
@@ -299,14 +309,14 @@ def test_run_bench_records_every_mode_problem_and_sample(tmp_path):
         assert (r["mode"], r["id"], r["sample"], r["dataset"]) == (mode, pid, int(sample), "gsm8k")
         assert r["gold"] == problem.answer and r["error"] is None and r["concurrency"] == 1
         assert r["correct"] is EXPECTED_CORRECT[(mode, pid)]
-        assert r["predicted"] == r["answer"] == ("3" if mode in ("base-only", "specreason t=10")
+        assert r["predicted"] == r["answer"] == ("3" if mode in ("base-steps", "specreason t=10")
                                                  else "18")
         assert r["stop_reason"] == "answer" and r["wall_s"] >= 0 and r["finished_at"]
         assert r["summary"] == summarize(r["trace"]) and len(r["trace"]) == 1
 
     by_mode = {r["mode"]: r["trace"][0] for r in on_disk if r["id"] == "0" and r["sample"] == 0}
     base_only, small_only, spec, strict = (by_mode[m] for m in (
-        "base-only", "small-only", "specreason", "specreason t=10"))
+        "base-steps", "small-steps", "specreason", "specreason t=10"))
     assert (base_only["writer"], base_only["forced"], base_only["draft"]) == ("base", True, None)
     assert (base_only["accepted"], base_only["judge_token"], base_only["score"]) == (None, None, None)
     assert (small_only["writer"], small_only["draft"], small_only["accepted"]) == (
@@ -317,7 +327,7 @@ def test_run_bench_records_every_mode_problem_and_sample(tmp_path):
     assert (strict["writer"], strict["accepted"], strict["draft"], strict["text"]) == (
         "base", False, SMALL_TEXT, BASE_TEXT)
 
-    # 8 runs per sample: small drafts in small-only, spec, spec t=10; base writes base-only and
+    # 8 runs per sample: small drafts in small-steps, spec, spec t=10; base writes base-steps and
     # the t=10 rewrites and judges spec and spec t=10.
     assert pair.calls() == (12, 8, 8)
     assert {kw["seed"] for _, kw in pair.small.calls} == {100, 101}
@@ -328,8 +338,22 @@ def test_run_bench_records_every_mode_problem_and_sample(tmp_path):
     assert {p.total for p in progress} == {16}
     assert [p.record["key"] for p in progress] == order
     assert progress[-1].correct_by_mode == {
-        "base-only": (2, 4), "small-only": (2, 4), "specreason": (2, 4), "specreason t=10": (2, 4)}
-    assert progress[0].correct_by_mode == {"base-only": (0, 1)}
+        "base-steps": (2, 4), "small-steps": (2, 4), "specreason": (2, 4), "specreason t=10": (2, 4)}
+    assert progress[0].correct_by_mode == {"base-steps": (0, 1)}
+
+
+def test_one_request_baselines_write_the_whole_solution_in_one_call(tmp_path):
+    pair = Pair()
+    result = run_bench(pair.graph, [P0], modes("base", "small"), ctx(token_budget=300), tmp_path)
+    base_only, small_only = (result.records[f"{m}|0|0"] for m in ("base-only", "small-only"))
+    assert (base_only["correct"], small_only["correct"]) == (False, True)
+    assert [len(r["trace"]) for r in (base_only, small_only)] == [1, 1]
+    assert (base_only["trace"][0]["writer"], small_only["trace"][0]["writer"]) == ("base", "small")
+    assert pair.calls() == (1, 1, 0)  # one request each, no judge
+    for model in (pair.small, pair.base):
+        _, kwargs = model.calls[0]
+        assert kwargs["max_tokens"] == 300 and kwargs.get("stop") is None
+        assert (kwargs["temperature"], kwargs["top_p"]) == (0.6, 0.95)
 
 
 def test_meta_records_settings_machine_and_segments(tmp_path):
