@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from specreason_graph.context import PAPER_JUDGE
 from specreason_graph.serving import config, launcher
 
 
@@ -25,9 +26,11 @@ def local_servers() -> config.ServerSet:
 
 @pytest.fixture
 def context_of(local_servers):
-    """Context for the local servers; small budgets keep the 3-tok/s base model's share short."""
+    """Context for the local servers; small budgets keep the 3-tok/s base model's share short.
+    The paper's judge unless a test names another (servers/cpu.toml's [graph] may choose another
+    judge for the CPU pair: the default is tested on its own)."""
     def make(**settings):
-        return local_servers.context(**{"seed": 0, **settings})
+        return local_servers.context(**{"seed": 0, **PAPER_JUDGE, **settings})
     return make
 
 
