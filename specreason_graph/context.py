@@ -100,7 +100,7 @@ class Context:
     cascade: str = Field(default_factory=_local("cascade"), description=(
         "The cascade judge's stages: judge:LOW-HIGH,... then one judge; a stage rejects below LOW, "
         "accepts at HIGH or above, else asks the next; the last one's score meets the threshold."))
-    also_judge: list[JudgeName] = Field(default_factory=lambda: [
+    also_judge: list[JudgeName] = Field(default_factory=lambda: [  # type: ignore[arg-type]
         j for j in os.environ.get("SPECREASON_ALSO_JUDGE", "").split(",") if j], description=(
         "Judges run beside the deciding one and recorded in the trace, without a say "
         "(calibration runs every judge on every draft)."))

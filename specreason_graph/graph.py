@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Literal
+from typing import Any, Literal
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -36,6 +36,7 @@ from specreason_graph.models import (
 from specreason_graph.state import InputState, OutputState, State, StepRecord
 
 Node = Callable[[State, Runtime[Context]], dict]
+"""A node function: the state and the run's runtime in, a state update out."""
 
 
 def _record(state: State, **fields: object) -> StepRecord:
@@ -147,7 +148,7 @@ class Nodes:
             base_ms=reply.ms)}
 
 
-def calls_model(role: Role | Callable[[Context], Role], node: Node) -> Node:
+def calls_model(role: Role | Callable[[Context], Role], node: Node) -> Any:
     """``node`` calls the ``role`` model (or the one ``role(ctx)`` names): a full context ends the
     run (stop reason ``context_full``); a server error becomes a ``ModelCallError`` naming the
     server, the node and the step."""

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration
 from langchain_openai import ChatOpenAI
 from langgraph.types import RetryPolicy
 
@@ -208,7 +209,8 @@ def finish(chat: BaseChatModel, messages: list[BaseMessage], *, n: int, continue
     ms = (time.perf_counter() - started) * 1000
     replies = []
     for generation in result.generations[0]:
-        message = generation.message  # type: ignore[attr-defined]
+        assert isinstance(generation, ChatGeneration) and isinstance(generation.message, AIMessage)
+        message = generation.message
         replies.append(Reply(text=str(message.text), tokens=_usage(message)[1],
                              finish_reason=(generation.generation_info or {}).get("finish_reason"),
                              ms=ms))

@@ -146,7 +146,7 @@ def label(runs: Iterable[Record], rollouts: dict[str, Record]) -> list[Record]:
         if run.get("error") is not None:
             continue
         trace = run["trace"]
-        reach = []
+        reach: list[float | None] = []
         for i in range(len(trace) + 1):
             row = rollouts.get(f"{run['key']}|{i}")
             if row is not None:

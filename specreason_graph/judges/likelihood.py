@@ -24,12 +24,10 @@ class LikelihoodJudge:
         read = models.text_logprobs("base", ctx, prompts.draft_messages(
             case.user_prompt, case.steps, case.draft, ctx.thinking_opener, ctx.step_delimiter),
             case.draft)
-        common = {"prompt_tokens": read.prompt_tokens, "cached_tokens": read.cached_tokens,
-                  "ms": read.ms}
-        if not read.logprobs:
-            return Verdict(score=0.0, error="the base server sent no prompt logprobs for the draft",
-                           **common)
         lps = read.logprobs
-        return Verdict(score=rules.probability_score(lps), **common,  # type: ignore[arg-type]
-                       reads={"mean_logprob": statistics.fmean(lps), "min_logprob": min(lps),
-                              "tokens": len(lps)})
+        return Verdict(
+            score=rules.probability_score(lps), prompt_tokens=read.prompt_tokens,
+            cached_tokens=read.cached_tokens, ms=read.ms,
+            error=None if lps else "the base server sent no prompt logprobs for the draft",
+            reads={"mean_logprob": statistics.fmean(lps), "min_logprob": min(lps),
+                   "tokens": len(lps)} if lps else {})
