@@ -239,6 +239,11 @@ def _bench_run(args: argparse.Namespace, modes: list[Mode], out: Path,
             def show(p: runner.Progress) -> None:
                 acc = "  ".join(f"{m} {r}/{n}" for m, (r, n) in p.correct_by_mode.items())
                 bar.update(task, completed=p.done, total=p.total, description=f"right: {acc}")
+                if not err.is_terminal:  # CI logs, nohup: a line per finished run instead of a bar
+                    r = p.record
+                    verdict = "failed" if r["error"] else ("right" if r["correct"] else "wrong")
+                    err.print(f"{p.done}/{p.total} {r['mode']} {r['dataset']}:{r['id']} "
+                              f"{verdict} {r['wall_s']:.0f} s — right so far: {acc}", markup=False)
 
             result = runner.run_bench(compile_graph(), problems, modes, ctx, out,
                                      samples=args.samples, concurrency=args.concurrency,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import os
 import signal
 import subprocess
@@ -131,6 +132,9 @@ def test_bench_cli_interrupted_then_resumed(local_servers, slow_base, tmp_path):
     slow_base.set()
     resumed = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # not a terminal: a line per finished run instead of a progress bar
+    assert re.search(r"^\d+/\d+ (base|small)-only gsm8k:[01] (right|wrong) \d+ s", resumed.stderr,
+                     re.M), resumed.stderr[-2000:]
 
     after = complete_records(runs)
     assert len(after) == 4, [r["key"] for r in after]  # 2 problems × 2 modes, nothing re-run
