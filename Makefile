@@ -36,19 +36,20 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy specreason_graph
 	$(BIN)/lint-imports --no-cache
 
-# BENCHMARKS.md's figures (about 2 h on 2 cores): calibrate the judge on GSM8K 1000-1011, compare
-# the modes on GSM8K 0-29, sweep the threshold on GSM8K 0-9, then write the tables and plots into
-# BENCHMARKS.md. Finished runs are kept: after a Ctrl-C the same command resumes.
+# BENCHMARKS.md's judge figures (hours on 2 cores; finished runs are kept: after a Ctrl-C the same
+# command resumes). 1. calibrate: every judge on every draft of GSM8K 1000-1019, steps labelled by
+# rollouts, the judge chosen (benchmarks/results/calibration-judges-gsm8k/choice.json). 2. the
+# held-out comparison at ONE run in flight on GSM8K 0-39, which calibration never saw: the paper's
+# one-request baselines, the paper's judge and the calibrated one. 3. the tables into BENCHMARKS.md.
 BENCH := --dataset gsm8k --token-budget 1024 --max-step-tokens 256
+CALIBRATION := benchmarks/results/calibration-judges-gsm8k
 benchmarks: install
-	$(BIN)/specreason calibrate $(BENCH) --concurrency 6 --offset 1000 --limit 12
-	$(BIN)/specreason bench $(BENCH) --concurrency 8 --limit 30 \
-	  --modes base small spec spec:t=7,score=expected
-	$(BIN)/specreason bench $(BENCH) --concurrency 8 --limit 10 --out benchmarks/results/gsm8k-sweep \
-	  --modes base spec:t=3,score=expected spec:t=5,score=expected spec:t=7,score=expected \
-	  spec:t=9,score=expected
-	$(BIN)/specreason bench-report benchmarks/results/gsm8k --into BENCHMARKS.md
-	$(BIN)/specreason bench-report benchmarks/results/gsm8k-sweep --into BENCHMARKS.md
+	$(BIN)/specreason calibrate $(BENCH) --concurrency 4 --offset 1000 --limit 20 --out $(CALIBRATION) \
+	  --into BENCHMARKS.md
+	$(BIN)/specreason bench $(BENCH) --concurrency 1 --limit 40 --out benchmarks/results/gsm8k-judges \
+	  --calibration $(CALIBRATION)/choice.json \
+	  --modes base small spec:judge=score,t=7,score=greedy,name=paper-judge spec:name=calibrated-judge
+	$(BIN)/specreason bench-report benchmarks/results/gsm8k-judges --into BENCHMARKS.md
 
 serve: install
 	$(BIN)/specreason serve start

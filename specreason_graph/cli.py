@@ -37,7 +37,7 @@ from specreason_graph.evaluation import calibrate, datasets, labels, report, run
 from specreason_graph.evaluation.cost_model import parse_gpu
 from specreason_graph.evaluation.modes import Mode, parse_mode
 from specreason_graph.evaluation.records import RUNS_FILE
-from specreason_graph.evaluation.render import COLUMNS, cell, markdown, splice
+from specreason_graph.evaluation.render import COLUMNS, calibration_markdown, cell, markdown, splice
 from specreason_graph.graph import compile_graph
 from specreason_graph.models import ModelCallError, Models
 from specreason_graph.serving import launcher, preflight
@@ -346,6 +346,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
               "beats_random_routing": found["beats_random_routing"], "slice": {
                   "dataset": args.dataset, "problems": sorted({r["id"] for r in runs})}}
     (out / "choice.json").write_text(json.dumps(choice, indent=2) + "\n")
+    text = calibration_markdown(found, f"{args.dataset} ids {', '.join(choice['slice']['problems'])}")
+    (out / "calibration.md").write_text(text + "\n")
+    if args.into:
+        splice(Path(args.into), out, text, plots=False)
     _print_calibration(found, out)
     return 0
 
@@ -433,6 +437,8 @@ def parser() -> argparse.ArgumentParser:
                            "this GPU setup (a preset or small_tps,base_tps,prefill_tps,overhead_s)")
             p.set_defaults(func=cmd_bench)
         else:
+            p.add_argument("--into", help="also put the calibration's tables into this Markdown "
+                                          "file (between <!-- bench:NAME --> markers)")
             p.add_argument("--rollouts", type=int, default=4,
                            help="finishes per prefix that label a step (k)")
             p.add_argument("--base-tps", type=float, default=3.4,

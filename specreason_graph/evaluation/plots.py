@@ -56,6 +56,13 @@ def plot_accuracy_latency(rows: Sequence[dict[str, Any]], path: Path, title: str
     if len(pts) > 1:
         ax.plot(*zip(*pts, strict=True), color="tab:red", linewidth=1, alpha=0.5,
                 label="Pareto front")
+    ends = {r["mode"]: r for r in rows if r["mode"] in ("small-only", "base-only")
+            and r["accuracy"] is not None and r["mean_s"] is not None}
+    if len(ends) == 2:  # what sending whole problems at random to one model or the other gives
+        ax.plot([ends["small-only"]["mean_s"], ends["base-only"]["mean_s"]],
+                [100 * ends["small-only"]["accuracy"], 100 * ends["base-only"]["accuracy"]],
+                color="gray", linestyle="--", linewidth=1, label="random routing small/base")
+    if len(pts) > 1 or len(ends) == 2:
         ax.legend(loc="lower right", fontsize=8)
     return _save(fig, ax, path, title)
 

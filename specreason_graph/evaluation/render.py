@@ -73,6 +73,15 @@ def markdown(summary: dict[str, Any]) -> str:
                          f"[{c['ci_low']:+.1%}, {c['ci_high']:+.1%}] | "
                          f"{cell(c['mcnemar_p'], '{:.3f}')} |")
         lines.append("")
+    if s.get("above_routing"):
+        lines += ["| mode vs random routing | problems | accuracy above the small–base line | "
+                  "bootstrap 95% CI |", "|:---|---:|---:|---:|"]
+        for c in s["above_routing"]:
+            lines.append(f"| {c['mode']} | {c['problems']} | {c['margin']:+.1%} | "
+                         f"[{c['ci_low']:+.1%}, {c['ci_high']:+.1%}] |")
+        lines += ["", "The line joins small-only and base-only in the accuracy–latency plane: sending "
+                  "whole problems at random to one model or the other gives every point on it. A "
+                  "mode is worth its judge only above it.", ""]
     cm = s["cost_model"]
     if cm.get("modes"):
         fitted = cm["lines"]
@@ -109,7 +118,7 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def splice(document: Path, out: Path, summary_md: str) -> None:
+def splice(document: Path, out: Path, summary_md: str, plots: bool = True) -> None:
     """Put ``summary_md`` (and the folder's two plots) into ``document`` between the markers
     ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` (NAME: the results folder's name), or
     append a marked section if there is none yet. Everything outside the markers is left alone."""
@@ -119,9 +128,9 @@ def splice(document: Path, out: Path, summary_md: str) -> None:
         rel = Path(out).resolve().relative_to(Path(document).resolve().parent).as_posix()
     except ValueError:
         rel = Path(out).resolve().as_posix()
-    body = (f"{start}\n{summary_md.strip()}\n\n"
-            f"![accuracy vs latency]({rel}/accuracy_latency.png) "
-            f"![threshold sweep]({rel}/threshold_sweep.png)\n{end}")
+    pictures = (f"\n\n![accuracy vs latency]({rel}/accuracy_latency.png) "
+                f"![threshold sweep]({rel}/threshold_sweep.png)") if plots else ""
+    body = f"{start}\n{summary_md.strip()}{pictures}\n{end}"
     text = Path(document).read_text(encoding="utf-8") if Path(document).exists() else ""
     if start in text and end in text:
         head, _, rest = text.partition(start)
@@ -130,3 +139,41 @@ def splice(document: Path, out: Path, summary_md: str) -> None:
     else:
         text = text.rstrip() + ("\n\n" if text else "") + body + "\n"
     Path(document).write_text(text, encoding="utf-8")
+
+
+# --- a calibration's Markdown --------------------------------------------------------------------
+
+def calibration_markdown(found: dict[str, Any], slice_text: str) -> str:
+    """The AUROC table of every signal, the best setting of each judge, and the choice."""
+    lines = [f"Calibration slice: {slice_text}. {found['drafts']} drafts judged by every judge; "
+             f"{found['labelled']} carry a rollout label ({found['bad']} bad); "
+             f"{found['arithmetic_false']} state a false equation.", "",
+             "| signal | drafts | AUROC (rollout label) | bootstrap 95% CI | AUROC (problem label) "
+             "| mean score good | mean score bad | s per call | prompt tok | cached tok |",
+             "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in found["table"]:
+        ci = row["auroc_ci"]
+        lines.append(
+            f"| {row['signal']} | {row['drafts']} | {cell(row['auroc'], '{:.2f}')} | "
+            f"{f'[{ci[0]:.2f}, {ci[1]:.2f}]' if ci else '–'} | "
+            f"{cell(row['auroc_problem_label'], '{:.2f}')} | {cell(row['mean_good'], '{:.2f}')} | "
+            f"{cell(row['mean_bad'], '{:.2f}')} | {cell(row['seconds_per_call'], '{:.2f}')} | "
+            f"{cell(row['prompt_tokens'], '{:.0f}')} | {cell(row['cached_tokens'], '{:.0f}')} |")
+    lines += ["", "The best setting of each judge on the same drafts (step-level model: seconds per "
+              "step, share of steps left sound, and the distance above the line that sending steps "
+              "at random to the small or the base model traces):", "",
+              "| setting | accepts | bad drafts kept | s per step | sound steps | above random routing |",
+              "|:---|---:|---:|---:|---:|---:|"]
+    for p in found["best_by_judge"]:
+        lines.append(f"| {p['candidate']} | {p['acceptance']:.0%} | "
+                     f"{cell(p['false_accept'], '{:.0%}')} | {p['seconds_per_step']:.1f} | "
+                     f"{p['sound_steps']:.1%} | {p['margin']:+.1%} |")
+    choice = found["choice"]
+    if choice:
+        verdict = ("it beats random routing on this slice" if found["beats_random_routing"] else
+                   "**no setting beats random routing on this slice**; this is the closest")
+        lines += ["", f"Chosen: **{choice['candidate']}** — {verdict}. Small-only "
+                      f"{choice['small_only_s']:.1f} s per step, base-only "
+                      f"{choice['base_only_s']:.1f} s (its tokens at "
+                      f"{found['speeds']['base_tps']:g} tok/s + {found['speeds']['base_overhead_s']:g} s)."]
+    return "\n".join(lines)

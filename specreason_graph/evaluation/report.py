@@ -17,7 +17,7 @@ from specreason_graph.evaluation.cost_model import GpuProfile, cost_model
 from specreason_graph.evaluation.metrics import prefix_cache
 from specreason_graph.evaluation.plots import pareto, plot_accuracy_latency, plot_threshold_sweep
 from specreason_graph.evaluation.render import csv_text, markdown
-from specreason_graph.evaluation.stats import REFERENCE, mode_rows, paired
+from specreason_graph.evaluation.stats import REFERENCE, above_routing, mode_rows, paired
 
 
 def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
@@ -31,6 +31,7 @@ def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
     modes = meta.get("settings", {}).get("modes", {})
     rows = mode_rows(runs, reference, order=list(modes))
     comparisons = [c for r in rows if (c := paired(runs, r["mode"], reference))]
+    routing = [c for r in rows if (c := above_routing(runs, r["mode"], base=reference))]
     model = cost_model(runs, rows, reference, gpu)
     cache = prefix_cache(meta)
     concurrency = sorted({s["concurrency"] for s in meta.get("segments", []) if s.get("runs")})
@@ -42,7 +43,7 @@ def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
     plot_threshold_sweep(rows, modes, out / "threshold_sweep.png", "Threshold sweep — " + title)
 
     summary = {"title": title, "concurrency": concurrency, "rows": rows,
-               "paired": comparisons, "cost_model": model, "prefix_cache": cache,
+               "paired": comparisons, "above_routing": routing, "cost_model": model, "prefix_cache": cache,
                "pareto": pareto(rows), "machine": meta.get("machine"),
                "settings": meta.get("settings"),
                "segments": [{k: v for k, v in s.items() if not k.startswith("metrics")}

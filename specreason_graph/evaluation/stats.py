@@ -155,3 +155,50 @@ def mcnemar_exact(b: int, c: int) -> float:
     k = min(b, c)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
     return min(1.0, 2 * tail)
+
+
+# --- against random routing ----------------------------------------------------------------------
+
+SMALL_REFERENCE = "small-only"
+
+
+def above_routing(records: dict[str, dict[str, Any]], mode: str, small: str = SMALL_REFERENCE,
+                  base: str = REFERENCE, resamples: int = 10_000, seed: int = 0
+                  ) -> dict[str, Any] | None:
+    """How far ``mode``'s accuracy lies above the straight line between small-only and base-only at
+    its own mean latency — the line that sending whole problems at random to one model or the other
+    traces — on the problems all three finished, with a paired bootstrap 95% interval (problems
+    resampled, all five means recomputed each time). None without both references."""
+    per: dict[str, dict[str, tuple[float, float]]] = {}
+    for name in (mode, small, base):
+        acc, wall = _per_problem_runs(records, name)
+        per[name] = {pid: (acc[pid], wall[pid]) for pid in acc}
+    common = sorted(set(per[mode]) & set(per[small]) & set(per[base]))
+    if not common or mode in (small, base):
+        return None
+
+    def margin(pids: list[str]) -> float | None:
+        m = {name: (statistics.fmean(per[name][p][0] for p in pids),
+                    statistics.fmean(per[name][p][1] for p in pids)) for name in per}
+        (acc_s, t_s), (acc_b, t_b), (acc, t) = m[small], m[base], m[mode]
+        if t_b == t_s:
+            return None
+        return acc - (acc_s + (acc_b - acc_s) * (t - t_s) / (t_b - t_s))
+
+    observed = margin(common)
+    if observed is None:
+        return None
+    rng = random.Random(seed)
+    draws = sorted(v for _ in range(resamples)
+                   if (v := margin(rng.choices(common, k=len(common)))) is not None)
+    return {"mode": mode, "problems": len(common), "margin": observed,
+            "ci_low": draws[int(0.025 * len(draws))], "ci_high": draws[int(0.975 * len(draws)) - 1]}
+
+
+def _per_problem_runs(records: dict[str, dict[str, Any]], mode: str
+                      ) -> tuple[dict[str, float], dict[str, float]]:
+    """Accuracy and wall time of ``mode`` per problem (means over samples; failed runs left out)."""
+    runs = [r for r in records.values() if r["mode"] == mode]
+    right = {r["key"]: {**r, "right": float(bool(r["correct"]))} for r in runs
+             if r.get("error") is None}
+    return _per_problem(list(right.values()), "right"), _per_problem(runs, "wall_s")

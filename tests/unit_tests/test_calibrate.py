@@ -158,3 +158,12 @@ def test_a_choice_file_is_what_the_context_loads(tmp_path):
     ctx = Context(calibration=str(path))
     assert ctx.judge == found["choice"]["fields"]["judge"]
     assert ctx.threshold == found["choice"]["fields"]["threshold"]
+
+
+def test_the_calibration_renders_as_markdown():
+    from specreason_graph.evaluation.render import calibration_markdown
+
+    found = calibrate.calibrate(labelled_set(), calibrate.Speeds(2.0, 0.0), resamples=10)
+    text = calibration_markdown(found, "gsm8k ids 1000-1019")
+    assert "| yes_no | 20 | 1.00 |" in text and "| score:greedy | 20 | 0.50 |" in text
+    assert f"Chosen: **{found['choice']['candidate']}** — it beats random routing" in text

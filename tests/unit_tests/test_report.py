@@ -431,7 +431,8 @@ def test_build_writes_every_file(benchmark):
     md = (benchmark / "summary.md").read_text()
     for name in names:  # the table, the paired comparison (not base-only) and the cost model
         rows = sum(line.startswith(f"| {name} |") for line in md.splitlines())
-        assert rows == (2 if name == "base-only" else 3)
+        # + the table against random routing (not the two baselines it is drawn between)
+        assert rows == (2 if name == "base-only" else 3 if name == "small-only" else 4)
     assert "GPU projection: QwQ-32B" in md
     assert "| mode vs base-only | problems |" in md
 
@@ -452,3 +453,18 @@ def test_build_of_nothing(tmp_path):
         report.build(tmp_path)
 
 
+
+
+def test_above_routing_measures_the_distance_to_the_small_base_line():
+    from specreason_graph.evaluation.stats import above_routing
+
+    rs = records(
+        record("small-only", "p1", False, 1.0, []), record("small-only", "p2", True, 1.0, []),
+        record("base-only", "p1", True, 3.0, []), record("base-only", "p2", True, 3.0, []),
+        record("spec", "p1", True, 2.0, []), record("spec", "p2", True, 2.0, []))
+    found = above_routing(rs, "spec", resamples=200)
+    # the line at 2 s: halfway between 50% (small, 1 s) and 100% (base, 3 s) = 75%; spec has 100%
+    assert found["problems"] == 2 and found["margin"] == pytest.approx(0.25)
+    assert found["ci_low"] <= 0.25 <= found["ci_high"]
+    assert above_routing(rs, "small-only") is None
+    assert above_routing({k: r for k, r in rs.items() if r["mode"] != "base-only"}, "spec") is None
