@@ -320,6 +320,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                        "drop --threshold / --score-method (and --judge / --also-judge: it asks "
                        "every judge)")
     mode = parse_mode("spec:t=0,judge=score,name=calibration")
+    try:
+        speeds = parse_gpu(args.speeds)
+    except ValueError as exc:
+        raise CliError(str(exc).replace("--gpu", "--speeds")) from None
     out = Path(args.out or f"benchmarks/results/calibration-{args.dataset}")
     others = [name for name in JUDGE_NAMES if name not in ("score", "cascade")]
     result = _bench_run(args, [mode], out, also_judge=others)
@@ -338,7 +342,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             on_done=lambda n, total: err.print(f"  rollouts {n}/{total}") if n % 10 == 0 else None)
     rows = labels.label(runs, rollouts)
     labels.write(out, rows)
-    found = calibrate.calibrate(rows, calibrate.Speeds(args.base_tps, args.base_overhead))
+    found = calibrate.calibrate(rows, speeds)
     (out / "calibration.json").write_text(json.dumps(found, indent=2, default=str) + "\n")
     if found["choice"] is None:
         raise CliError(f"no draft has a rollout label and every judge's score; see {out}")
@@ -441,11 +445,10 @@ def parser() -> argparse.ArgumentParser:
                                           "file (between <!-- bench:NAME --> markers)")
             p.add_argument("--rollouts", type=int, default=4,
                            help="finishes per prefix that label a step (k)")
-            p.add_argument("--base-tps", type=float, default=3.4,
-                           help="the base model's decode speed, tokens/s (what a rewritten step "
-                                "costs; default: the CPU pair at one run in flight)")
-            p.add_argument("--base-overhead", type=float, default=0.3,
-                           help="seconds per base-model call on top of decoding")
+            p.add_argument("--speeds", default="cpu-1-in-flight",
+                           help="the speeds that price a step at one run in flight: a preset "
+                                "(cpu-1-in-flight, paper-2xA6000) or "
+                                "small_tps,base_tps,base_prefill_tps,overhead_s")
             p.set_defaults(func=cmd_calibrate)
         _add_context_flags(p)
 

@@ -11,8 +11,10 @@ draft). Calibration measures every judge on steps labelled by rollouts (:mod:`.l
   accuracy–time point**, and its distance above the straight line between small-only and base-only.
 
 How the choice is made. For one draft, the small model's step costs ``draft`` seconds, the base
-model writing the same step ``regen`` seconds (its tokens at the base model's decode speed), a judge
-``judge`` seconds. A candidate that accepts a share ``a`` of the drafts and keeps a share ``f_bad`` of
+model writing the same step ``regen`` seconds, a judge ``judge`` seconds — all three from the
+draft's token counts and the speeds of one run in flight (a :class:`.cost_model.GpuProfile`; the
+CPU pair's by default), not from the calibration run's own timings, which were taken with several
+runs in flight. A candidate that accepts a share ``a`` of the drafts and keeps a share ``f_bad`` of
 all drafts that are bad costs ``T = draft + judge + (1 - a) · regen`` per step and leaves
 ``Q = 1 - f_bad`` of the steps sound (a rewritten step counts as sound). Small-only is
 ``(draft, 1 - bad)``; base-only is ``(regen, 1)``; sending whole steps to one or the other at random
@@ -24,11 +26,14 @@ says so; the candidate closest to the line is still named.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from specreason_graph.evaluation.cost_model import GpuProfile
 
 THRESHOLDS = tuple(x / 2 for x in range(0, 21))  # 0, 0.5, ..., 10
 BANDS = tuple(x / 2 for x in range(0, 21))
@@ -86,22 +91,24 @@ def bootstrap_auroc(scores: Sequence[float], labels: Sequence[int], resamples: i
 
 # --- the step-level time model -------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Speeds:
-    """What a step costs without a judge: the small model's measured draft time, and the base
-    model writing the same tokens at ``base_tps`` tokens/s plus ``base_overhead_s`` per call."""
-
-    base_tps: float
-    base_overhead_s: float
-
-    def regen_s(self, row: dict[str, Any]) -> float:
-        return self.base_overhead_s + row["draft_tokens"] / self.base_tps
+def draft_s(row: dict[str, Any], speeds: GpuProfile) -> float:
+    """The small model writing this draft, at one run in flight."""
+    return speeds.call_overhead_s + row["draft_tokens"] / speeds.small_decode_tps
 
 
-def judge_s(row: dict[str, Any], signal: str) -> float:
-    """Seconds the judge behind ``signal`` took on this draft."""
+def regen_s(row: dict[str, Any], speeds: GpuProfile) -> float:
+    """The base model writing a step as long as this draft, at one run in flight."""
+    return speeds.call_overhead_s + row["draft_tokens"] / speeds.base_decode_tps
+
+
+def judge_s(row: dict[str, Any], signal: str, speeds: GpuProfile) -> float:
+    """The judge behind ``signal`` on this draft, at one run in flight: its new (uncached) prompt
+    tokens prefilled and one token generated; nothing for a judge that makes no call."""
     cost = row["costs"].get(JUDGE_OF[signal]) or {}
-    return float(cost.get("ms") or 0.0) / 1000
+    new = (cost.get("prompt_tokens") or 0) - (cost.get("cached_tokens") or 0)
+    if not cost.get("prompt_tokens"):
+        return 0.0
+    return speeds.call_overhead_s + 1 / speeds.base_decode_tps + new / speeds.base_prefill_tps
 
 
 @dataclass(frozen=True)
@@ -116,21 +123,22 @@ class Candidate:
     """Judge seconds per draft (the stages it asked)."""
 
 
-def single(signal: str, threshold: float, rows: Sequence[dict[str, Any]]) -> Candidate:
+def single(signal: str, threshold: float, rows: Sequence[dict[str, Any]],
+           speeds: GpuProfile) -> Candidate:
     scores = [row["signals"][signal] for row in rows]
     fields = {**SELECTABLE[signal], "threshold": threshold}
     return Candidate(f"{signal} t={threshold:g}", fields, [s >= threshold for s in scores],
-                     [judge_s(row, signal) for row in rows])
+                     [judge_s(row, signal, speeds) for row in rows])
 
 
 def cascade(stages: Sequence[tuple[str, float, float]], final: str, threshold: float,
-            rows: Sequence[dict[str, Any]]) -> Candidate:
+            rows: Sequence[dict[str, Any]], speeds: GpuProfile) -> Candidate:
     """Free stages with bands (reject below low, accept at high or above), then ``final``."""
     accept, seconds = [], []
     for row in rows:
         spent, decided = 0.0, None
         for signal, low, high in stages:
-            spent += judge_s(row, signal)
+            spent += judge_s(row, signal, speeds)
             score = row["signals"][signal]
             if score < low:
                 decided = False
@@ -139,7 +147,7 @@ def cascade(stages: Sequence[tuple[str, float, float]], final: str, threshold: f
             if decided is not None:
                 break
         if decided is None:
-            spent += judge_s(row, final)
+            spent += judge_s(row, final, speeds)
             decided = row["signals"][final] >= threshold
         accept.append(decided)
         seconds.append(spent)
@@ -151,15 +159,16 @@ def cascade(stages: Sequence[tuple[str, float, float]], final: str, threshold: f
     return Candidate(f"cascade {text} t={threshold:g}", fields, accept, seconds)
 
 
-def point(candidate: Candidate, rows: Sequence[dict[str, Any]], speeds: Speeds) -> dict[str, Any]:
+def point(candidate: Candidate, rows: Sequence[dict[str, Any]], speeds: GpuProfile
+          ) -> dict[str, Any]:
     """The candidate's step-level time and soundness, and its margin over random routing."""
     n = len(rows)
     bad = [row["labels"]["rollout"] == 0 for row in rows]
-    draft = statistics.fmean(row["draft_ms"] / 1000 for row in rows)
-    regen = statistics.fmean(speeds.regen_s(row) for row in rows)
+    draft = statistics.fmean(draft_s(row, speeds) for row in rows)
+    regen = statistics.fmean(regen_s(row, speeds) for row in rows)
     a = sum(candidate.accept) / n
     t = draft + statistics.fmean(candidate.seconds) + statistics.fmean(
-        0.0 if ok else speeds.regen_s(row) for ok, row in zip(candidate.accept, rows, strict=True))
+        0.0 if ok else regen_s(row, speeds) for ok, row in zip(candidate.accept, rows, strict=True))
     bad_kept = sum(1 for ok, b in zip(candidate.accept, bad, strict=True) if ok and b) / n
     bad_share = sum(bad) / n
     q = 1 - bad_kept
@@ -172,7 +181,7 @@ def point(candidate: Candidate, rows: Sequence[dict[str, Any]], speeds: Speeds) 
 
 # --- the whole calibration -----------------------------------------------------------------------
 
-def calibrate(rows: Sequence[dict[str, Any]], speeds: Speeds, resamples: int = 1000
+def calibrate(rows: Sequence[dict[str, Any]], speeds: GpuProfile, resamples: int = 1000
               ) -> dict[str, Any]:
     """The AUROC table, the threshold sweeps, every candidate's point and the choice (see the module
     docstring). ``rows``: the labelled set (:func:`.labels.label`)."""
@@ -185,7 +194,9 @@ def calibrate(rows: Sequence[dict[str, Any]], speeds: Speeds, resamples: int = 1
         ys = [r["labels"]["rollout"] for r in usable]
         problem_ys = [int(r["labels"]["problem"]) for r in usable]
         interval = bootstrap_auroc(scores, ys, resamples) if usable else None
-        costs = [judge_s(r, signal) for r in usable]
+        costs = [judge_s(r, signal, speeds) for r in usable]
+        measured = [float((r["costs"].get(JUDGE_OF[signal]) or {}).get("ms") or 0) / 1000
+                    for r in usable]
         tokens = [(r["costs"].get(JUDGE_OF[signal]) or {}).get("prompt_tokens") or 0 for r in usable]
         cached = [(r["costs"].get(JUDGE_OF[signal]) or {}).get("cached_tokens") or 0 for r in usable]
         bad = [s for s, y in zip(scores, ys, strict=True) if y == 0]
@@ -194,6 +205,7 @@ def calibrate(rows: Sequence[dict[str, Any]], speeds: Speeds, resamples: int = 1
             "auroc_ci": interval, "auroc_problem_label": auroc(scores, problem_ys),
             "mean_good": _mean([s for s, y in zip(scores, ys, strict=True) if y == 1]),
             "mean_bad": _mean(bad), "seconds_per_call": _mean(costs),
+            "measured_seconds_per_call": _mean(measured),
             "prompt_tokens": _mean(tokens), "cached_tokens": _mean(cached),
             "sweep": [{"threshold": t, "acceptance": sum(s >= t for s in scores) / len(scores),
                        "false_accept": (sum(s >= t for s in bad) / len(bad)) if bad else None}
@@ -201,30 +213,30 @@ def calibrate(rows: Sequence[dict[str, Any]], speeds: Speeds, resamples: int = 1
     complete = [r for r in labelled if all(r["signals"].get(s) is not None for s in SELECTABLE)]
     points = []
     if complete:
-        points = [point(c, complete, speeds) for c in candidates(complete)]
+        points = [point(c, complete, speeds) for c in candidates(complete, speeds)]
         points.sort(key=lambda p: -p["margin"])
     choice = points[0] if points else None
     return {"drafts": len(rows), "labelled": len(labelled),
             "bad": sum(1 for r in labelled if r["labels"]["rollout"] == 0),
             "arithmetic_false": sum(1 for r in rows if r["labels"]["arithmetic"] is False),
-            "speeds": speeds.__dict__, "table": table,
+            "speeds": dataclasses.asdict(speeds), "table": table,
             "best_by_judge": _best_by_judge(points), "choice": choice,
             "beats_random_routing": bool(choice and choice["margin"] > 0)}
 
 
-def candidates(rows: Sequence[dict[str, Any]]) -> list[Candidate]:
+def candidates(rows: Sequence[dict[str, Any]], speeds: GpuProfile) -> list[Candidate]:
     """Every single judge at every threshold, and cascades: check, then the small model's
     confidence with a band, then a model judge."""
-    found = [single(s, t, rows) for s in SELECTABLE for t in THRESHOLDS]
+    found = [single(s, t, rows, speeds) for s in SELECTABLE for t in THRESHOLDS]
     finals = [s for s in SELECTABLE if s not in FREE]
     for final in finals:
         for t in THRESHOLDS:
-            found.append(cascade([("check", 1.0, 10.0)], final, t, rows))
+            found.append(cascade([("check", 1.0, 10.0)], final, t, rows, speeds))
             for low in BANDS:
                 for high in BANDS:
                     if low < high:
-                        found.append(cascade([("check", 1.0, 10.0),
-                                              ("confidence:mean", low, high)], final, t, rows))
+                        found.append(cascade([("check", 1.0, 10.0), ("confidence:mean", low, high)],
+                                             final, t, rows, speeds))
     return found
 
 

@@ -149,8 +149,9 @@ def calibration_markdown(found: dict[str, Any], slice_text: str) -> str:
              f"{found['labelled']} carry a rollout label ({found['bad']} bad); "
              f"{found['arithmetic_false']} state a false equation.", "",
              "| signal | drafts | AUROC (rollout label) | bootstrap 95% CI | AUROC (problem label) "
-             "| mean score good | mean score bad | s per call | prompt tok | cached tok |",
-             "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| mean score good | mean score bad | s per call, 1 in flight | s per call, measured "
+             "| prompt tok | cached tok |",
+             "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in found["table"]:
         ci = row["auroc_ci"]
         lines.append(
@@ -158,6 +159,7 @@ def calibration_markdown(found: dict[str, Any], slice_text: str) -> str:
             f"{f'[{ci[0]:.2f}, {ci[1]:.2f}]' if ci else '–'} | "
             f"{cell(row['auroc_problem_label'], '{:.2f}')} | {cell(row['mean_good'], '{:.2f}')} | "
             f"{cell(row['mean_bad'], '{:.2f}')} | {cell(row['seconds_per_call'], '{:.2f}')} | "
+            f"{cell(row['measured_seconds_per_call'], '{:.2f}')} | "
             f"{cell(row['prompt_tokens'], '{:.0f}')} | {cell(row['cached_tokens'], '{:.0f}')} |")
     lines += ["", "The best setting of each judge on the same drafts (step-level model: seconds per "
               "step, share of steps left sound, and the distance above the line that sending steps "
@@ -172,8 +174,11 @@ def calibration_markdown(found: dict[str, Any], slice_text: str) -> str:
     if choice:
         verdict = ("it beats random routing on this slice" if found["beats_random_routing"] else
                    "**no setting beats random routing on this slice**; this is the closest")
-        lines += ["", f"Chosen: **{choice['candidate']}** — {verdict}. Small-only "
-                      f"{choice['small_only_s']:.1f} s per step, base-only "
-                      f"{choice['base_only_s']:.1f} s (its tokens at "
-                      f"{found['speeds']['base_tps']:g} tok/s + {found['speeds']['base_overhead_s']:g} s)."]
+        sp = found["speeds"]
+        lines += ["", f"Chosen: **{choice['candidate']}** — {verdict}. Per step at one run in "
+                      f"flight: small-only {choice['small_only_s']:.1f} s, base-only "
+                      f"{choice['base_only_s']:.1f} s ({sp['name']}: small {sp['small_decode_tps']:g} "
+                      f"tok/s, base {sp['base_decode_tps']:g} tok/s decode and "
+                      f"{sp['base_prefill_tps']:g} tok/s prefill, {sp['call_overhead_s']:g} s a call). "
+                      "The measured seconds per call were taken with several runs in flight."]
     return "\n".join(lines)

@@ -10,11 +10,14 @@ import pytest
 
 from specreason_graph import Context
 from specreason_graph.evaluation import calibrate, labels
+from specreason_graph.evaluation.cost_model import GpuProfile
 from specreason_graph.evaluation.datasets import Problem
 from specreason_graph.models import Models
 from tests.fakes import ScriptedModel, step
 
 PROBLEM = Problem("gsm8k", "7", "What is 1 + 2?", "3")
+SPEEDS = GpuProfile("test", small_decode_tps=10.0, base_decode_tps=2.0, base_prefill_tps=40.0,
+                    call_overhead_s=0.1, note="")
 
 
 def judged(text: str, signals: dict[str, float], tokens: int = 10) -> dict:
@@ -128,7 +131,7 @@ def labelled_set(n: int = 20) -> list[dict]:
 
 
 def test_calibration_finds_the_signal_and_beats_random_routing():
-    found = calibrate.calibrate(labelled_set(), calibrate.Speeds(base_tps=2.0, base_overhead_s=0.0),
+    found = calibrate.calibrate(labelled_set(), SPEEDS,
                                 resamples=100)
     by_signal = {row["signal"]: row for row in found["table"]}
     assert by_signal["yes_no"]["auroc"] == 1.0 and by_signal["score:greedy"]["auroc"] == 0.5
@@ -146,13 +149,13 @@ def test_calibration_finds_the_signal_and_beats_random_routing():
 
 def test_calibration_without_labels_chooses_nothing():
     rows = labels.label([run("a", True, [judged("x", GOOD)])], {})
-    found = calibrate.calibrate(rows, calibrate.Speeds(3.4, 0.3), resamples=10)
+    found = calibrate.calibrate(rows, SPEEDS, resamples=10)
     assert found["labelled"] == 0 and found["choice"] is None
     assert not found["beats_random_routing"]
 
 
 def test_a_choice_file_is_what_the_context_loads(tmp_path):
-    found = calibrate.calibrate(labelled_set(), calibrate.Speeds(2.0, 0.0), resamples=10)
+    found = calibrate.calibrate(labelled_set(), SPEEDS, resamples=10)
     path = tmp_path / "choice.json"
     path.write_text(json.dumps({"choice": found["choice"]["fields"]}))
     ctx = Context(calibration=str(path))
@@ -163,7 +166,18 @@ def test_a_choice_file_is_what_the_context_loads(tmp_path):
 def test_the_calibration_renders_as_markdown():
     from specreason_graph.evaluation.render import calibration_markdown
 
-    found = calibrate.calibrate(labelled_set(), calibrate.Speeds(2.0, 0.0), resamples=10)
+    found = calibrate.calibrate(labelled_set(), SPEEDS, resamples=10)
     text = calibration_markdown(found, "gsm8k ids 1000-1019")
     assert "| yes_no | 20 | 1.00 |" in text and "| score:greedy | 20 | 0.50 |" in text
     assert f"Chosen: **{found['choice']['candidate']}** — it beats random routing" in text
+
+
+def test_a_step_is_priced_at_one_run_in_flight_from_its_tokens():
+    row = labels.label([run("a", True, [judged("x", GOOD, tokens=20)])], {"a|0": {"reached": [1]}})[0]
+    assert calibrate.draft_s(row, SPEEDS) == pytest.approx(0.1 + 20 / 10)
+    assert calibrate.regen_s(row, SPEEDS) == pytest.approx(0.1 + 20 / 2)
+    # score: 40 prompt tokens, 32 cached: 8 new at 40 tok/s, one token at 2 tok/s, one call
+    assert calibrate.judge_s(row, "score:greedy", SPEEDS) == pytest.approx(0.1 + 0.5 + 8 / 40)
+    assert calibrate.judge_s(row, "likelihood:mean", SPEEDS) == pytest.approx(0.1 + 0.5 + 200 / 40)
+    assert calibrate.judge_s(row, "confidence:mean", SPEEDS) == 0.0
+    assert calibrate.judge_s(row, "check", SPEEDS) == 0.0
