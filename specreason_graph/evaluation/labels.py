@@ -36,7 +36,7 @@ from specreason_graph import prompts, rules
 from specreason_graph.context import Context
 from specreason_graph.evaluation import grading
 from specreason_graph.evaluation.datasets import Problem
-from specreason_graph.evaluation.records import Record
+from specreason_graph.evaluation.records import Record, RunsFile
 from specreason_graph.judges.arithmetic import check_step
 from specreason_graph.models import Models, finish
 
@@ -71,14 +71,16 @@ def prefixes(runs: Iterable[Record], problems: dict[str, Problem]) -> list[Prefi
     return found
 
 
-def roll_out(models: Models, ctx: Context, prefix: Prefix, k: int) -> list[str]:
-    """``k`` finishes of the solution from ``prefix`` by the small model (the run's sampling,
-    what is left of the token budget)."""
+def roll_out(models: Models, ctx: Context, prefix: Prefix, k: int,
+             max_tokens: int | None = None) -> list[str]:
+    """``k`` finishes of the solution from ``prefix`` by the small model (the run's sampling; up to
+    ``max_tokens`` new tokens, the token budget by default)."""
     messages, continue_final = prompts.step_messages(
         prompts.render_problem(prefix.problem.prompt, prefix.problem.question), list(prefix.steps),
         ctx.thinking_opener, ctx.step_delimiter)
     replies = finish(models.chat("small", ctx), messages, n=k, continue_final=continue_final,
-                     max_tokens=ctx.token_budget, temperature=ctx.temperature, top_p=ctx.top_p)
+                     max_tokens=max_tokens or ctx.token_budget, temperature=ctx.temperature,
+                     top_p=ctx.top_p)
     return [reply.text for reply in replies]
 
 
@@ -96,8 +98,8 @@ def load_rollouts(out: Path) -> dict[str, Record]:
 
 
 def run_rollouts(models: Models, ctx: Context, todo: Sequence[Prefix], out: Path, *, k: int,
-                 concurrency: int = 4, on_done: Callable[[int, int], None] | None = None
-                 ) -> dict[str, Record]:
+                 concurrency: int = 4, max_tokens: int | None = None,
+                 on_done: Callable[[int, int], None] | None = None) -> dict[str, Record]:
     """Roll out every prefix not yet in ``OUT/rollouts.jsonl`` on ``concurrency`` threads; grade in
     this (the main) thread and append each prefix's finishes as soon as they are graded."""
     done = load_rollouts(out)
@@ -114,14 +116,14 @@ def run_rollouts(models: Models, ctx: Context, todo: Sequence[Prefix], out: Path
             except queue.Empty:
                 return
             try:
-                results.put((prefix, roll_out(models, ctx, prefix, k)))
+                results.put((prefix, roll_out(models, ctx, prefix, k, max_tokens)))
             except Exception as exc:  # recorded as missing; the others go on
                 results.put((prefix, exc))
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(concurrency, len(left)))]
     for thread in threads:
         thread.start()
-    with (Path(out) / ROLLOUTS_FILE).open("a", encoding="utf-8") as sink:
+    with RunsFile(out, ROLLOUTS_FILE) as sink:
         for n in range(len(left)):
             prefix, texts = results.get()
             if isinstance(texts, Exception):
@@ -131,8 +133,7 @@ def run_rollouts(models: Models, ctx: Context, todo: Sequence[Prefix], out: Path
             row = {"key": prefix.key, "run": prefix.run, "id": prefix.problem.id,
                    "prefix_steps": len(prefix.steps),
                    "reached": [grading.grade(prefix.problem, text).correct for text in joined]}
-            sink.write(json.dumps(row) + "\n")
-            sink.flush()
+            sink.append(row)
             done[prefix.key] = row
             if on_done:
                 on_done(n + 1, len(left))

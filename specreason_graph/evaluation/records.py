@@ -61,11 +61,12 @@ def write_meta(out: Path, meta: dict[str, Any]) -> None:
 
 
 class RunsFile:
-    """``out/runs.jsonl`` opened for appending, one flushed line per record. A torn last line left by
-    a killed writer is ended first, so the next record starts on a line of its own."""
+    """``out/runs.jsonl`` (or another JSONL file of the folder) opened for appending, one flushed
+    line per record. A torn last line left by a killed writer is ended first, so the next record
+    starts on a line of its own."""
 
-    def __init__(self, out: Path):
-        self.path = Path(out) / RUNS_FILE
+    def __init__(self, out: Path, name: str = RUNS_FILE):
+        self.path = Path(out) / name
 
     def __enter__(self) -> RunsFile:
         torn = False
