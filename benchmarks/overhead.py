@@ -1,0 +1,402 @@
+"""What the graph itself costs per step: SpecReason through LangGraph (langchain-openai, our nodes,
+the checkpointer) against a plain loop of ``openai`` calls making the same requests, both against an
+instant local stand-in for a vLLM server (no model: canned replies), so the difference is the
+graph's own time.
+
+    .venv/bin/python benchmarks/overhead.py [--runs 64] [--steps 8] [--levels 1 32]
+    .venv/bin/python benchmarks/overhead.py --quick            # two runs (the unit test's size)
+    .venv/bin/python benchmarks/overhead.py --profile sqlite    # where a configuration's time goes
+
+The stand-in runs in a process of its own (its work does not take the client's interpreter lock):
+a threaded HTTP/1.1 server on 127.0.0.1 answering ``/v1/chat/completions`` with a step that ends at
+the delimiter (logprobs and usage included) or, for a one-token request, a judge reply of "9" with
+its top-10 logprobs. Every step is drafted, judged (score 9, kept) and committed; a run stops at its
+token budget after ``--steps`` steps. Each configuration — no checkpointer, ``InMemorySaver``,
+``SqliteSaver`` on a temporary file — runs at every level of concurrency (``runs.run_many`` without
+a checkpointer, ``graph.batch`` with a thread id per run with one; the plain loop on a thread pool
+of the same size), after a warm-up. Per step: wall time over all runs / steps (at concurrency > 1
+that is the inverse of throughput, so the difference is the graph's added CPU time per step), and
+the client process's CPU time over all its threads / steps (less at the mercy of a busy machine:
+the wall time of a step includes waiting for a core).
+
+Prints a table and writes ``benchmarks/results/overhead/overhead.{json,md}`` (``--out`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import multiprocessing
+import platform
+import pstats
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results" / "overhead"
+TOKENS_PER_STEP = 10
+DELIMITER = "\n\n"
+TARGET_MS = 5.0
+CHECKPOINTERS = ("none", "memory", "sqlite")
+MODEL = "stub"
+
+
+# --- the stand-in server ---------------------------------------------------------------------------
+
+def _step_reply(n: int) -> dict[str, Any]:
+    words = f"Step {n}: we add {n} and {n} to get {2 * n} here.".split(" ")
+    tokens = [w if i == 0 else " " + w for i, w in enumerate(words)][: TOKENS_PER_STEP - 1]
+    content = "".join(tokens) + DELIMITER
+    entries = [{"token": t, "logprob": -0.1, "bytes": list(t.encode()), "top_logprobs": []}
+               for t in [*tokens, DELIMITER]]
+    return {"id": f"stub-{n}", "object": "chat.completion", "created": 0, "model": MODEL,
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": {"content": entries},
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 100 + 12 * n, "completion_tokens": TOKENS_PER_STEP,
+                      "total_tokens": 110 + 12 * n,
+                      "prompt_tokens_details": {"cached_tokens": 96}}}
+
+
+def _judge_reply() -> dict[str, Any]:
+    top = [{"token": str(d), "logprob": -0.01 if d == 9 else -5.0 - d, "bytes": [48 + d]}
+           for d in (9, 8, 7, 6, 5, 4, 3, 2, 1, 0)]
+    return {"id": "stub-judge", "object": "chat.completion", "created": 0, "model": MODEL,
+            "choices": [{"index": 0, "finish_reason": "length", "logprobs": {"content": [
+                {"token": "9", "logprob": -0.01, "bytes": [57], "top_logprobs": top}]},
+                "message": {"role": "assistant", "content": "9"}}],
+            "usage": {"prompt_tokens": 200, "completion_tokens": 1, "total_tokens": 201,
+                      "prompt_tokens_details": {"cached_tokens": 160}}}
+
+
+def _serve(port_out: Any) -> None:
+    """The stand-in's process: answer until killed."""
+    judge = json.dumps(_judge_reply()).encode()
+    steps: dict[int, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as vLLM's server
+        disable_nagle_algorithm = True  # headers and body go out at once (no 40 ms delayed ACK)
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            if (body.get("max_completion_tokens") or body.get("max_tokens")) == 1:
+                reply = judge
+            else:  # the step number: how many steps the pre-filled assistant turn holds
+                messages = body["messages"]
+                n = str(messages[-1]["content"]).count(DELIMITER) if len(messages) > 1 else 0
+                reply = steps.get(n) or steps.setdefault(n, json.dumps(_step_reply(n)).encode())
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 256
+
+    server = Server(("127.0.0.1", 0), Handler)
+    port_out.put(server.server_address[1])
+    server.serve_forever()
+
+
+class Stub:
+    """The stand-in in a process of its own, for a ``with`` block."""
+
+    def __enter__(self) -> Stub:
+        mp = multiprocessing.get_context("spawn")
+        ports = mp.Queue()
+        self.process = mp.Process(target=_serve, args=(ports,), daemon=True)
+        self.process.start()
+        self.url = f"http://127.0.0.1:{ports.get(timeout=60)}/v1"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.join(10)
+
+
+# --- the two clients -------------------------------------------------------------------------------
+
+def context(url: str, steps: int) -> Any:
+    from specreason_graph import Context
+
+    return Context(base_url=url, small_url=url, base_model=MODEL, small_model=MODEL,
+                   judge="score", threshold=7, score_method="greedy", cascade="check:1-10,score",
+                   also_judge=[], calibration=None, first_n_base=0, one_request=None,
+                   small_only=False, token_budget=steps * TOKENS_PER_STEP, max_step_tokens=64,
+                   seed=None, thinking_opener="", step_delimiter=DELIMITER, prompt="math",
+                   request_timeout=60)
+
+
+def plain_run(client: Any, ctx: Any, problem: str) -> int:
+    """SpecReason's calls for one problem with the ``openai`` client and nothing else: the draft
+    and the judge of every step, the same messages the graph sends. Returns the steps kept."""
+    from specreason_graph import prompts
+
+    user = prompts.render_problem(ctx.prompt, problem)
+    judge_text, judge_prefill = prompts.load("judge"), prompts.load("judge_prefill")
+    steps: list[str] = []
+    kept = 0
+    while kept < ctx.token_budget:
+        prefill = ctx.thinking_opener + "".join(s + ctx.step_delimiter for s in steps)
+        messages = [{"role": "user", "content": user}]
+        if prefill:
+            messages.append({"role": "assistant", "content": prefill})
+        draft = client.chat.completions.create(
+            model=ctx.small_model, messages=messages, stop=[ctx.step_delimiter],
+            max_tokens=ctx.max_step_tokens, temperature=ctx.temperature, top_p=ctx.top_p,
+            logprobs=True, extra_body={"continue_final_message": bool(prefill),
+                                       "add_generation_prompt": not prefill,
+                                       "include_stop_str_in_output": True})
+        text = draft.choices[0].message.content.removesuffix(ctx.step_delimiter)
+        verdict = client.chat.completions.create(
+            model=ctx.base_model, max_tokens=1, temperature=0.0, logprobs=True,
+            top_logprobs=ctx.judge_top_logprobs,
+            messages=[messages[0], {"role": "assistant", "content": prefill + text},
+                      {"role": "user", "content": judge_text},
+                      {"role": "assistant", "content": judge_prefill}],
+            extra_body={"continue_final_message": True, "add_generation_prompt": False})
+        score = int(verdict.choices[0].logprobs.content[0].token)
+        assert score >= ctx.threshold, "the stand-in always scores 9"
+        steps.append(text)
+        kept += draft.usage.completion_tokens
+    return len(steps)
+
+
+def plain_many(url: str, ctx: Any, problems: Sequence[str], concurrency: int) -> int:
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key="EMPTY", max_retries=0, timeout=60)
+    with ThreadPoolExecutor(concurrency) as pool:
+        return sum(pool.map(lambda p: plain_run(client, ctx, p), problems))
+
+
+def compiled(checkpointer: str, folder: Path) -> Any:
+    from specreason_graph import build_graph
+
+    if checkpointer == "none":
+        return build_graph().compile()
+    if checkpointer == "memory":
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        return build_graph().compile(checkpointer=InMemorySaver())
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path = folder / f"checkpoints-{time.monotonic_ns()}.sqlite"
+    return build_graph().compile(checkpointer=SqliteSaver(
+        sqlite3.connect(path, check_same_thread=False)))
+
+
+def graph_many(graph: Any, ctx: Any, problems: Sequence[str], concurrency: int,
+               checkpointer: str) -> int:
+    from specreason_graph.runs import recursion_limit, run_many
+
+    if checkpointer == "none":
+        results = run_many(graph, problems, ctx, concurrency=concurrency)
+    else:  # a thread per run: what a checkpointer keys its checkpoints by
+        configs = [{"configurable": {"thread_id": f"run-{time.monotonic_ns()}-{i}"},
+                    "max_concurrency": concurrency, "recursion_limit": recursion_limit(ctx)}
+                   for i in range(len(problems))]
+        results = graph.batch([{"problem": p} for p in problems], config=configs, context=ctx,
+                              return_exceptions=True)
+    failed = [r for r in results if isinstance(r, Exception)]
+    if failed:
+        raise failed[0]
+    return sum(len(r["steps"]) for r in results)
+
+
+# --- measuring -------------------------------------------------------------------------------------
+
+def timed(call: Callable[[], int]) -> tuple[float, float, int]:
+    """(wall seconds, this process's CPU seconds over all its threads, steps)."""
+    started, cpu = time.perf_counter(), time.process_time()
+    steps = call()
+    return time.perf_counter() - started, time.process_time() - cpu, steps
+
+
+def measure(url: str, *, runs: int, steps: int, levels: Sequence[int],
+            checkpointers: Sequence[str] = CHECKPOINTERS, repeats: int = 1,
+            echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """One row per (checkpointer, concurrency): plain and graph milliseconds per step and the
+    difference. Each side takes the best of ``repeats`` (the machine's noise only adds time)."""
+    ctx = context(url, steps)
+    problems = [f"Problem {i}: what is {i} + {i}?" for i in range(runs)]
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for level in levels:
+            warm = problems[: max(2, min(level, runs))]
+            plain_many(url, ctx, warm, level)
+            plain = best_of(repeats, lambda n=level: plain_many(url, ctx, problems, n))
+            for checkpointer in checkpointers:
+                graph = compiled(checkpointer, Path(folder))
+                graph_many(graph, ctx, warm, level, checkpointer)
+                mine = best_of(repeats, lambda g=graph, n=level, c=checkpointer: graph_many(
+                    g, ctx, problems, n, c))
+                assert mine["steps"] == plain["steps"] == runs * steps, (mine, plain)
+                row = {"checkpointer": checkpointer, "concurrency": level, "runs": runs,
+                       "steps": mine["steps"], "calls_per_step": 2,
+                       "plain_ms_per_step": plain["wall"], "graph_ms_per_step": mine["wall"],
+                       "added_ms_per_step": mine["wall"] - plain["wall"],
+                       "plain_cpu_ms_per_step": plain["cpu"], "graph_cpu_ms_per_step": mine["cpu"],
+                       "added_cpu_ms_per_step": mine["cpu"] - plain["cpu"]}
+                row["within_target"] = row["added_ms_per_step"] <= TARGET_MS
+                rows.append(row)
+                echo(f"  {checkpointer:<6} x{level:<3} wall: plain {plain['wall']:6.2f} graph "
+                     f"{mine['wall']:6.2f} added {row['added_ms_per_step']:6.2f}; cpu: plain "
+                     f"{plain['cpu']:6.2f} graph {mine['cpu']:6.2f} added "
+                     f"{row['added_cpu_ms_per_step']:6.2f} ms/step")
+    return rows
+
+
+def best_of(repeats: int, call: Callable[[], int]) -> dict[str, float]:
+    """Milliseconds per step, wall and CPU, each the least of ``repeats`` timings."""
+    found = [timed(call) for _ in range(repeats)]
+    steps = found[0][2]
+    return {"wall": 1000 * min(f[0] for f in found) / steps,
+            "cpu": 1000 * min(f[1] for f in found) / steps, "steps": steps}
+
+
+COLUMNS = [("checkpointer", "checkpointer", "{}"), ("concurrency", "in flight", "{}"),
+           ("runs", "runs", "{}"), ("steps", "steps", "{}"),
+           ("plain_ms_per_step", "plain loop ms/step", "{:.2f}"),
+           ("graph_ms_per_step", "graph ms/step", "{:.2f}"),
+           ("added_ms_per_step", "added ms/step", "{:+.2f}"),
+           ("plain_cpu_ms_per_step", "plain CPU ms/step", "{:.2f}"),
+           ("graph_cpu_ms_per_step", "graph CPU ms/step", "{:.2f}"),
+           ("added_cpu_ms_per_step", "added CPU ms/step", "{:+.2f}"),
+           ("within_target", f"added ≤ {TARGET_MS:g} ms", "{}")]
+
+
+def markdown(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+             "|" + "|".join(":---" if k == "checkpointer" else "---:" for k, _, _ in COLUMNS) + "|"]
+    for row in rows:
+        cells = [("yes" if row[k] else "**no**") if k == "within_target" else f.format(row[k])
+                 for k, _, f in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cumulative(stats: pstats.Stats, path_part: str, function: str) -> float:
+    """Seconds spent in (and under) ``function`` of a file whose path holds ``path_part``; for a
+    recursive function, its outermost calls."""
+    raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    return max((entry[3] for (path, _, name), entry in raw.items()
+                if path_part in path and name == function), default=0.0)
+
+
+LAYERS = [  # (what, path part, function): each one's time less the next one's
+    ("LangGraph (Pregel loop, channels, checkpoints, retries)", "pregel/main.py", "invoke"),
+    ("SpecReason's nodes and routers", "specreason_graph/graph.py", "*nodes*"),
+    ("langchain-core chat model (callbacks, run managers)", "language_models/chat_models.py",
+     "invoke"),
+    ("langchain-openai (messages to a request, the reply to a result)",
+     "langchain_openai/chat_models/base.py", "_generate"),
+    ("openai client (as the plain loop: request, HTTP, parsing)",
+     "openai/resources/chat/completions/completions.py", "create"),
+]
+
+
+def profile(url: str, checkpointer: str, *, runs: int, steps: int, top: int = 25) -> str:
+    """Where a step's time goes with ``checkpointer``: cProfile of the runs one after the other
+    with ``graph.invoke`` in this thread (LangGraph runs a superstep's only task in the calling
+    thread; checkpoints are written by background threads cProfile does not see), split by layer,
+    then the functions by own time. The profiler slows Python calls, so read shares, not ms."""
+    from specreason_graph.runs import recursion_limit
+
+    ctx = context(url, steps)
+    problems = [f"Problem {i}: what is {i} + {i}?" for i in range(runs)]
+
+    def run_all(graph: Any, tag: str) -> None:
+        for i, problem in enumerate(problems):
+            graph.invoke({"problem": problem}, context=ctx, config={
+                "configurable": {"thread_id": f"{tag}-{i}"},
+                "recursion_limit": recursion_limit(ctx)})
+
+    with tempfile.TemporaryDirectory() as folder:
+        graph = compiled(checkpointer, Path(folder))
+        run_all(graph, "warm")
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run_all(graph, "measured")
+        profiler.disable()
+    import io
+
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    total_steps = runs * steps
+    spent = []
+    for _, path, function in LAYERS:
+        if function == "*nodes*":
+            names = ("guarded", "commit", "setup", "next_step", "first_step", "by_score",
+                     "after_draft")
+            spent.append(sum(_cumulative(stats, path, name) for name in names))
+        else:
+            spent.append(_cumulative(stats, path, function))
+    # each layer's own share: its time less the time of the layer it calls (the nodes call the
+    # chat model; LangGraph's share is the whole run less the nodes)
+    own = [spent[0] - spent[1], spent[1] - spent[2], spent[2] - spent[3], spent[3] - spent[4],
+           spent[4]]
+    out.write(f"{checkpointer}: {total_steps} steps, ms per step under cProfile\n")
+    for (what, _, _), seconds in zip(LAYERS, own, strict=True):
+        out.write(f"  {what:<66} {1000 * seconds / total_steps:7.2f}  "
+                  f"({seconds / spent[0]:.0%})\n")
+    out.write("\n")
+    stats.sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=64, help="runs per configuration")
+    parser.add_argument("--steps", type=int, default=8, help="steps per run")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 32], help="runs in flight")
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many timings")
+    parser.add_argument("--quick", action="store_true",
+                        help="two runs of two steps, 1 and 2 in flight (a check, not a measurement)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--profile", choices=CHECKPOINTERS,
+                        help="print where the graph's time goes with this checkpointer instead")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs, args.steps, args.levels, args.repeats = 2, 2, [1, 2], 1
+
+    with Stub() as stub:
+        if args.profile:
+            print(profile(stub.url, args.profile, runs=args.runs, steps=args.steps))
+            return {}
+        print(f"{args.runs} runs × {args.steps} steps per configuration, 2 calls a step, "
+              f"against {stub.url}")
+        rows = measure(stub.url, runs=args.runs, steps=args.steps, levels=args.levels,
+                       repeats=args.repeats)
+    result = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
+              "machine": {"host": platform.node(), "python": platform.python_version(),
+                          "platform": platform.platform(), "cpus": multiprocessing.cpu_count()},
+              "settings": {"runs": args.runs, "steps": args.steps, "levels": args.levels,
+                           "repeats": args.repeats, "tokens_per_step": TOKENS_PER_STEP,
+                           "target_ms": TARGET_MS},
+              "rows": rows}
+    table = markdown(rows)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "overhead.md").write_text(
+        f"Graph overhead per step against a plain `openai` loop, {args.runs} runs × {args.steps} "
+        f"steps, best of {args.repeats} ({result['when']}, {platform.node()}, "
+        f"{multiprocessing.cpu_count()} CPUs):\n\n{table}\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
