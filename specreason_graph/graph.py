@@ -11,12 +11,13 @@ holds the graph's one :class:`~specreason_graph.models.Models`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any, Literal
 
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -128,7 +129,7 @@ class Nodes:
         reply = models.complete(
             self.models.chat(role, ctx), [HumanMessage(state["user_prompt"])],
             max_tokens=ctx.token_budget, temperature=ctx.temperature, top_p=ctx.top_p,
-            seed=ctx.seed)
+            seed=ctx.seed, tokens_required=True)
         text = reply.text.strip()
         record = _record(state, writer=role, text=text, tokens=reply.tokens,
                          truncated=reply.finish_reason == "length", ended_turn=True, ms=reply.ms,
@@ -226,6 +227,31 @@ def after_draft(state: State, runtime: Runtime[Context]) -> Literal["judge", "co
 def after_base(state: State) -> Literal["commit", "__end__"]:
     """A step the base model wrote is kept, unless its context is full."""
     return "__end__" if state.get("stop_reason") else "commit"
+
+
+# --- the first request, for checks before a run -----------------------------------------------
+
+@dataclass(frozen=True)
+class FirstRequest:
+    """What a run's first model call sends for a problem (nothing is called here)."""
+
+    messages: list[BaseMessage]
+    continue_final: bool
+    max_tokens: int
+    roles: tuple[Role, ...]
+    """The models that may be sent it (a rejected step is rewritten from the same prefix)."""
+
+
+def first_request(problem: str, ctx: Context) -> FirstRequest:
+    """The messages and ``max_tokens`` of a run's first model call for ``problem``, built as the
+    nodes build them: a caller can check the problem fits the models' context before a run."""
+    user_prompt = prompts.render_problem(ctx.prompt, problem)
+    if ctx.one_request:
+        return FirstRequest([HumanMessage(user_prompt)], False, ctx.token_budget, (ctx.one_request,))
+    messages, continue_final = prompts.step_messages(user_prompt, [], ctx.thinking_opener,
+                                                     ctx.step_delimiter)
+    roles: tuple[Role, ...] = ("small",) if ctx.small_only else ("base", "small")
+    return FirstRequest(messages, continue_final, ctx.max_step_tokens, roles)
 
 
 # --- wiring ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ a retry and the one :data:`RETRY` policy every model-calling node uses live here
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -68,9 +69,24 @@ class MalformedReply(Exception):
     from a proxy, JSON of another shape, a truncated body)."""
 
 
-# What openai/langchain-openai raise for such a reply: a body that is not JSON, a str instead of a
-# completion ("Unexpected response type"), JSON without choices (TypeError / IndexError / KeyError).
-_MALFORMED = (openai.APIResponseValidationError, ValueError, TypeError, IndexError, KeyError)
+def not_a_completion(exc: BaseException) -> bool:
+    """``exc`` is what a chat model raises for a reply that is not a chat completion — and nothing
+    else: a bug in our code or a library's must not pass for a bad reply.
+
+    That is :class:`MalformedReply` (:class:`VLLMChatOpenAI` checks the body's shape), what openai
+    raises for a body it cannot read (``APIResponseValidationError``; ``JSONDecodeError`` for a
+    non-JSON body sent as JSON), and the three errors langchain-openai's ``_create_chat_result``
+    raises for a body of the wrong kind, told by their messages (for a plain ``ChatOpenAI``)."""
+    if isinstance(exc, MalformedReply | openai.APIResponseValidationError | json.JSONDecodeError):
+        return True
+    message = str(exc)
+    return ((type(exc) is ValueError and message.startswith("Unexpected response type"))
+            or (type(exc) is TypeError and "null value for 'choices'" in message)
+            or (type(exc) is KeyError and "Response missing 'choices' key" in message))
+
+
+def _malformed(exc: Exception) -> MalformedReply:
+    return exc if isinstance(exc, MalformedReply) else MalformedReply(f"{type(exc).__name__}: {exc}")
 
 
 _CONTEXT_FULL = ("maximum context length", "exceeds model's maximum context length")
@@ -92,11 +108,35 @@ class Reply:
     ms: float
 
 
+def _shape_error(response: Any) -> str | None:
+    """Why a parsed reply body is not a chat completion langchain-openai can read (None: it is)."""
+    if isinstance(response, dict):
+        error, choices = response.get("error"), response.get("choices")
+    elif isinstance(response, openai.BaseModel):
+        error = (response.model_extra or {}).get("error")
+        choices = getattr(response, "choices", None)
+    else:
+        return None  # not JSON at all: langchain-openai says so ("Unexpected response type")
+    if error:
+        return f"the reply is an error: {error}"
+    if not isinstance(choices, list) or not choices:
+        return f"the reply has no choices: {str(response)[:200]}"
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else getattr(choice, "message", None)
+        if not isinstance(message, dict | openai.BaseModel):
+            return f"a choice of the reply has no message: {str(choice)[:200]}"
+    return None
+
+
 class VLLMChatOpenAI(ChatOpenAI):
-    """``ChatOpenAI`` that also keeps vLLM's ``prompt_logprobs`` (a reply field OpenAI's API does
-    not have) in each message's ``response_metadata``."""
+    """``ChatOpenAI`` that checks a reply is a chat completion before reading it (else
+    :class:`MalformedReply`: a proxy's error page, an error body sent with 200, no choices) and
+    also keeps vLLM's ``prompt_logprobs`` (a reply field OpenAI's API does not have) in each
+    message's ``response_metadata``."""
 
     def _create_chat_result(self, response: Any, generation_info: dict | None = None) -> Any:
+        if (why := _shape_error(response)) is not None:
+            raise MalformedReply(why)
         result = super()._create_chat_result(response, generation_info)
         extra = (response.get("prompt_logprobs") if isinstance(response, dict)
                  else (getattr(response, "model_extra", None) or {}).get("prompt_logprobs"))
@@ -125,6 +165,20 @@ def _usage(message: AIMessage) -> tuple[int, int, int | None]:
     return usage.get("input_tokens", 0), usage.get("output_tokens", 0), cached
 
 
+def _generated_tokens(message: AIMessage) -> int:
+    """How many tokens ``message`` generated: the reply's usage, else its logprobs (one entry per
+    generated token); a reply with neither is refused (its steps would never reach the budget)."""
+    usage = message.usage_metadata
+    if usage is not None and "output_tokens" in usage:
+        return int(usage["output_tokens"])
+    logprobs = message.response_metadata.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if isinstance(content, list):
+        return len(content)
+    raise MalformedReply("the reply has no token usage (and no logprobs to count its tokens "
+                         "by): the token budget could not be kept")
+
+
 def write_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_final: bool,
                delimiter: str, max_tokens: int, temperature: float, top_p: float,
                seed: int | None = None) -> StepReply:
@@ -136,16 +190,17 @@ def write_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_fin
     except openai.BadRequestError as exc:
         _raise_if_context_full(exc)
         raise
-    except _MALFORMED as exc:
-        raise MalformedReply(f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        if not_a_completion(exc):
+            raise _malformed(exc) from exc
+        raise
     ms = (time.perf_counter() - started) * 1000
     text = str(reply.text)
     finish = reply.response_metadata.get("finish_reason")
     at_delimiter = text.endswith(delimiter)
     if at_delimiter:
         text = text[: -len(delimiter)]
-    _, out_tokens, _ = _usage(reply)
-    return StepReply(text=text, tokens=out_tokens, truncated=finish == "length",
+    return StepReply(text=text, tokens=_generated_tokens(reply), truncated=finish == "length",
                      ended_turn=finish == "stop" and not at_delimiter, ms=ms,
                      logprobs=_text_logprobs(reply.response_metadata.get("logprobs"),
                                              delimiter if at_delimiter else ""))
@@ -183,17 +238,25 @@ def _invoke_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_f
 
 
 def complete(chat: BaseChatModel, messages: list[BaseMessage], *, max_tokens: int,
-             temperature: float, top_p: float | None = None, seed: int | None = None) -> Reply:
-    """One ordinary chat completion (for agents built around the graph: routing, direct answers)."""
+             temperature: float, top_p: float | None = None, seed: int | None = None,
+             tokens_required: bool = False) -> Reply:
+    """One ordinary chat completion (for agents built around the graph: routing, direct answers;
+    the one-request baselines). ``tokens_required``: a reply that does not say how many tokens it
+    generated is a MalformedReply (else it counts 0)."""
     started = time.perf_counter()
     params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
     if top_p is not None:
         params["top_p"] = top_p
     if seed is not None:
         params["seed"] = seed
-    reply = chat.invoke(messages, **params)
-    _, out_tokens, _ = _usage(reply)
-    return Reply(text=str(reply.text), tokens=out_tokens,
+    try:
+        reply = chat.invoke(messages, **params)
+    except Exception as exc:
+        if not_a_completion(exc):
+            raise _malformed(exc) from exc
+        raise
+    tokens = _generated_tokens(reply) if tokens_required else _usage(reply)[1]
+    return Reply(text=str(reply.text), tokens=tokens,
                  finish_reason=reply.response_metadata.get("finish_reason"),
                  ms=(time.perf_counter() - started) * 1000)
 
@@ -232,7 +295,9 @@ def judge(chat: BaseChatModel, messages: list[BaseMessage], *, top_logprobs: int
     except openai.BadRequestError as exc:
         _raise_if_context_full(exc)
         raise
-    except _MALFORMED as exc:
+    except Exception as exc:
+        if not not_a_completion(exc):
+            raise
         # A reply that is not the JSON we asked for scores 0 (reject), recorded, never a crash.
         return JudgeReply(token=None, top_logprobs=[], prompt_tokens=0, cached_tokens=None,
                           ms=(time.perf_counter() - started) * 1000,
@@ -272,8 +337,10 @@ def text_logprobs(chat: BaseChatModel, messages: list[BaseMessage], text: str) -
     except openai.BadRequestError as exc:
         _raise_if_context_full(exc)
         raise
-    except _MALFORMED as exc:
-        raise MalformedReply(f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        if not_a_completion(exc):
+            raise _malformed(exc) from exc
+        raise
     prompt_tokens, _, cached = _usage(reply)
     return TextLogprobs(_trailing(reply.response_metadata.get("prompt_logprobs"), text),
                         prompt_tokens, cached, (time.perf_counter() - started) * 1000)

@@ -6,6 +6,10 @@ puts synchronous nodes on the event loop's default thread pool, which asyncio si
 keep at most six model calls in flight. ``run_many`` uses ``graph.batch``, which runs
 ``max_concurrency`` threads of its own; ``arun_many`` awaits it from one worker thread, leaving the
 caller's event loop and its executor alone. vLLM batches the concurrent requests.
+
+``graph.batch`` fills in LangChain's default recursion limit (25 supersteps, 8 SpecReason steps),
+which LangGraph takes as the caller's; ``run_many`` sets one from the token budget instead
+(:func:`recursion_limit`), so a run goes as far as ``graph.invoke`` lets it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ from typing import Any
 from specreason_graph.context import Context
 
 
+def recursion_limit(context: Context) -> int:
+    """Supersteps a run may need: setup, then per step at most draft, judge, regenerate and commit;
+    a kept step holds at least one token, so a run keeps at most ``token_budget`` steps."""
+    return 2 + 4 * (context.token_budget + 1)
+
+
 def run_many(graph: Any, problems: Sequence[str], context: Context, *,
              concurrency: int = 8) -> list[dict[str, Any] | Exception]:
     """Run every problem with at most ``concurrency`` in flight, results in input order. A failed run
@@ -24,8 +34,9 @@ def run_many(graph: Any, problems: Sequence[str], context: Context, *,
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     return graph.batch([{"problem": p} for p in problems],
-                       config={"max_concurrency": concurrency}, context=context,
-                       return_exceptions=True)
+                       config={"max_concurrency": concurrency,
+                               "recursion_limit": recursion_limit(context)},
+                       context=context, return_exceptions=True)
 
 
 async def arun_many(graph: Any, problems: Sequence[str], context: Context, *,

@@ -15,7 +15,9 @@ prediction as free text instead.
 GPQA (``problem.prompt == "multiple_choice"``): the prediction must *start* with one letter A-D,
 optionally in parentheses and/or wrapped in ``\\text{}``/``\\textbf{}``/``\\mathrm{}``/``$``/``**``
 and followed by nothing or a separator and the option's text: ``B``, ``(B)``, ``\\text{B}``,
-``B) 3.2 eV``, ``B. 3.2 eV``. Anything else (``Option B``, ``b``, ``3.2 eV``) is wrong.
+``B) 3.2 eV``, ``B. 3.2 eV``. Anything else (``Option B``, ``b``, ``3.2 eV``) is wrong, and so is
+a hedge that names a second option (``A and B``, ``(A) or (C)``, ``A, B``, ``B) 3 eV or C) 4 eV``),
+even when its first letter is the gold one.
 
 Threads: math-verify bounds parsing and comparing with ``signal.alarm``, which only works in the
 main thread. :func:`grade` uses those timeouts (:data:`TIMEOUT_SECONDS`) in the main thread and
@@ -82,14 +84,28 @@ _WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)
 _LETTER = re.compile(r"\(?([A-D])\)?(?=$|[\s.:)\]])")
 
 
+# After the letter: another option listed right after it (", B", "/ B", "& (C)"), or named after a
+# conjunction as an option label ("or B" at the end or before punctuation, "and (C)", "or C) ..."),
+# which an option's own text ("A) A and B are both zero") does not do.
+_LISTED = re.compile(r"^\)?\s*[,;/&+]\s*\(?[A-D]\)?(?=$|[\s.,;:)\]])")
+_ALTERNATIVE = re.compile(r"\b(?i:and/or|and|or|nor|vs\.?|versus)\s+(?:[a-z]+\s+){0,2}"
+                          r"(?:\([A-D]\)|[A-D](?=\s*$|\s*[.,;:)\]]))")
+
+
 def choice_letter(predicted: str) -> str | None:
-    """The option letter an extracted answer names (``B``, ``(B)``, ``\\text{B}``, ``B) ...``), else None."""
+    """The option letter an extracted answer names (``B``, ``(B)``, ``\\text{B}``, ``B) ...``), else
+    None; None too for a hedge naming another option (``A or B``, ``(A) and (C)``, ``A, B``)."""
     text = predicted.strip()
     while (unwrapped := _WRAPPER.sub(r"\1", text)) != text:
         text = unwrapped
     text = text.strip().strip("$*").strip()
     match = _LETTER.match(text)
-    return match.group(1) if match else None
+    if match is None:
+        return None
+    rest = text[match.end():]
+    if _LISTED.match(rest) or _ALTERNATIVE.search(rest):
+        return None
+    return match.group(1)
 
 
 # --- math -----------------------------------------------------------------------------------------

@@ -55,8 +55,8 @@ class Mode:
             change["one_request"] = self.kind
         elif self.kind == "base-steps":
             change["first_n_base"] = ALL_STEPS_BY_BASE
-        elif self.kind == "small-steps":
-            change["small_only"] = True
+        elif self.kind == "small-steps":  # no first-N either: the base model writes nothing
+            change.update(small_only=True, first_n_base=0)
         else:
             for key in ("threshold", "score_method", "first_n_base", "judge"):
                 if getattr(self, key) is not None:

@@ -21,7 +21,8 @@ COLUMNS = [  # (key, header, format)
     ("judge_new_tokens", "judge new tok", "{:.0f}"), ("judge_cache_hit", "judge cache hit", "{:.0%}"),
     ("share_draft", "draft", "{:.0%}"), ("share_judge", "judge", "{:.0%}"),
     ("share_base", "base", "{:.0%}"), ("judge_vs_regen", "judge/regen", "{:.0%}"),
-    ("failed", "failed", "{}"),
+    ("failed", "failed", "{}"), ("accuracy_problems", "accuracy on", "{}"),
+    ("judge_errors", "judge errors", "{}"),
 ]
 
 
@@ -61,7 +62,10 @@ def markdown(summary: dict[str, Any]) -> str:
                   f"step, temperature {ctx.get('temperature')}, top_p {ctx.get('top_p')}; "
                   f"base `{ctx.get('base_model')}`, small `{ctx.get('small_model')}`.", ""]
     lines += [markdown_table(s["rows"]), "",
-              "speedup: mean wall time of base-only / of the mode on the problems both finished. "
+              "accuracy and speedup: on the problems the mode and base-only both finished "
+              "(accuracy on: how many; a run that failed is counted in failed, not in accuracy). "
+              "speedup: mean wall time of base-only / of the mode. judge errors: judge replies "
+              "that could not be read (scored 0, the step rewritten by the base model). "
               "draft/judge/base: share of model-call time. judge/regen: judge time against the "
               "base model writing the judged steps itself. judge cache hit: prompt tokens of judge "
               "calls served from vLLM's prefix cache.", ""]

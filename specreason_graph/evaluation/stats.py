@@ -1,7 +1,10 @@
 """Figures of a benchmark's recorded runs: a row per mode, and each mode paired with the reference.
 
-- per mode: accuracy (pass@1 averaged over samples), wall time per run (mean / median / p90),
-  speedup against the reference mode (base-only) on the problems both finished, steps written by
+- per mode: accuracy (pass@1 averaged over samples) and speedup against the reference mode
+  (base-only), both on the problems the mode and the reference finished (every problem the mode
+  finished when there is no reference; a failed run counts in ``failed``, and
+  ``accuracy_problems`` says how many problems the accuracy is on), wall time per run (mean /
+  median / p90), the judge's unreadable replies (``judge_errors``), steps written by
   each model, acceptance rate, tokens (kept, drafted and rejected, written by the base, read by the
   judge and how many of those came from vLLM's prefix cache), the share of model time spent in
   draft / judge / base calls, and the judge's cost against regenerating the same steps;
@@ -41,6 +44,7 @@ def mode_rows(records: dict[str, dict[str, Any]], reference: str = REFERENCE,
         by_mode.setdefault(r["mode"], []).append(r)
     by_mode = {m: runs for m, runs in by_mode.items() if runs}
     ref_wall = _per_problem(by_mode.get(reference, []), "wall_s")
+    has_reference = bool(ref_wall)
     rows = []
     for mode, runs in by_mode.items():
         ok = [r for r in runs if r.get("error") is None]
@@ -55,12 +59,14 @@ def mode_rows(records: dict[str, dict[str, Any]], reference: str = REFERENCE,
         speedup = (statistics.fmean(ref_wall[p] for p in common)
                    / statistics.fmean(mine[p] for p in common)) if common and mode != reference \
             else (1.0 if mode == reference and common else None)
+        right = _per_problem([{**r, "right": float(bool(r["correct"]))} for r in ok], "right")
+        scored = common if has_reference else sorted(right)
         judge_prompt = sum(c["judge_prompt_tokens"] for c in judged)
         judge_cached = sum(c["judge_cached_tokens"] or 0 for c in judged)
         rows.append({
             "mode": mode, "runs": len(ok), "failed": len(runs) - len(ok),
             "problems": len({r["id"] for r in ok}),
-            "accuracy": _mean([float(bool(r["correct"])) for r in ok]),
+            "accuracy": _mean([right[p] for p in scored]), "accuracy_problems": len(scored),
             "mean_s": _mean(walls), "median_s": statistics.median(walls) if walls else None,
             "p90_s": _p90(walls) if walls else None,
             "speedup": speedup, "speedup_problems": len(common),
@@ -79,6 +85,7 @@ def mode_rows(records: dict[str, dict[str, Any]], reference: str = REFERENCE,
             "share_judge": spent["judge"] / model_s if model_s else None,
             "share_base": spent["base"] / model_s if model_s else None,
             "no_answer": sum(1 for r in ok if r.get("predicted") is None),
+            "judge_errors": sum(1 for c in judged if c.get("judge_error")),
         })
     base_rate = _base_rate(records)
     for row, runs in zip(rows, by_mode.values(), strict=True):

@@ -59,6 +59,28 @@ def served_models(spec: ServerSpec, timeout: float = 5.0) -> list[str]:
         return [m["id"] for m in json.load(response)["data"]]
 
 
+def _check_serves(spec: ServerSpec) -> None:
+    """The server answering at ``spec``'s port serves ``spec``'s model, else a ServerError naming
+    both: another process (another config's server, another model) holds the port."""
+    try:
+        served = served_models(spec)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):  # started with --api-key: it will not say without the key
+            return
+        raise ServerError(f"{spec.role}: something answers /health at {spec.origin} but answered "
+                          f"{exc.code} to /v1/models: it is not a vLLM OpenAI server; stop it or "
+                          "give this server another port") from None
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise ServerError(f"{spec.role}: something answers /health at {spec.origin} but not "
+                          f"/v1/models ({exc}): it is not a vLLM OpenAI server; stop it or give "
+                          "this server another port") from None
+    if spec.served_model_name not in served:
+        raise ServerError(f"{spec.role}: the server at {spec.url} serves "
+                          f"{', '.join(map(repr, served)) or 'no model'}, not "
+                          f"{spec.served_model_name!r}: another server holds port {spec.port} "
+                          "(`specreason serve stop --config ...` for the config that started it)")
+
+
 def _run_dir() -> Path:
     path = home() / "run"
     path.mkdir(parents=True, exist_ok=True)
@@ -104,6 +126,7 @@ def _tail(path: Path, lines: int = 25) -> str:
 def start_one(spec: ServerSpec, *, echo=print) -> int | None:
     """Start ``spec`` unless it already answers; wait for ``/health``. Returns the new pid or None."""
     if healthy(spec):
+        _check_serves(spec)
         echo(f"{spec.role}: already up at {spec.url}")
         return None
     if not Path(spec.python).exists() and os.sep in spec.python:
@@ -127,6 +150,7 @@ def start_one(spec: ServerSpec, *, echo=print) -> int | None:
                 raise ServerError(f"{spec.role} server not healthy after "
                                   f"{spec.health_timeout:.0f} s; see {log}")
             time.sleep(1.0)
+        _check_serves(spec)  # ours, not another process that took the port meanwhile
     except BaseException:  # also Ctrl-C: the server is in its own session and would outlive us
         stop_one(spec)
         raise

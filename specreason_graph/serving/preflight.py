@@ -1,8 +1,18 @@
 """Checks made before a run spends server time: are the endpoints vLLM OpenAI servers serving the named
-models, do the two share a tokenizer family, does the budget fit their context.
+models, do the two share a tokenizer family, does the budget fit their context, does the question
+fit at all; and what the models' chat templates open the assistant turn with (the thinking opener).
 
-Each endpoint costs two small requests (``GET /v1/models``, ``POST /tokenize``), once per run — not
-per model call.
+Each endpoint costs a few small requests (``GET /v1/models``, ``POST /tokenize`` three times,
+``POST /detokenize`` once), once per run — not per model call — and one ``/tokenize`` per question
+checked with :func:`check_fits`.
+
+The thinking opener: reasoning models (QwQ, the R1 distills) have chat templates whose generation
+prompt opens a think block (``<|im_start|>assistant\n<think>\n``). The graph's first step request
+gets it from the template, but every later one continues a pre-filled assistant turn, which the
+template renders without it, so the graph must pre-fill it itself (``Context.thinking_opener``).
+:func:`check` reads it from the served template: vLLM's ``/tokenize`` renders one user turn with and
+without the generation prompt, ``/detokenize`` turns the difference back into text, and the opener
+is that text from ``<think>`` on ("" when there is none).
 """
 
 from __future__ import annotations
@@ -10,10 +20,15 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.messages import BaseMessage, convert_to_openai_messages
+
 from specreason_graph.context import Context
+
+THINK_OPEN = "<think>"
 
 # Digits, words, whitespace runs and a CJK character: tokenizers of different families split
 # this differently, while models of one family (Qwen2.5 0.5B/1.5B, QwQ and R1-Distill-Qwen) agree.
@@ -33,6 +48,26 @@ class Endpoint:
     """From vLLM's model card (None when the server does not say: not vLLM)."""
     probe_tokens: list[int] | None
     """The probe string's token ids (None when the server has no /tokenize: not vLLM)."""
+    generation_prompt: str | None = None
+    """What the chat template adds to open the assistant turn after a user turn (None: the server
+    cannot say: no /tokenize with messages, or no /detokenize)."""
+    api_key: str | None = field(default=None, repr=False)
+
+    @property
+    def thinking_opener(self) -> str | None:
+        """The generation prompt from ``<think>`` on ("" without one; None: cannot tell)."""
+        if self.generation_prompt is None:
+            return None
+        at = self.generation_prompt.find(THINK_OPEN)
+        return self.generation_prompt[at:] if at >= 0 else ""
+
+    @property
+    def origin(self) -> str:
+        return self.url.rstrip("/").removesuffix("/v1")
+
+
+class DoesNotFit(EndpointError):
+    """The question's first request is longer than a model's context."""
 
 
 def _request(url: str, api_key: str | None, body: dict[str, Any] | None = None,
@@ -73,11 +108,56 @@ def check_endpoint(role: str, url: str, model: str, api_key: str | None = None) 
                           {"model": model, "prompt": PROBE, "add_special_tokens": False})["tokens"]
     except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
         tokens = None
-    return Endpoint(role, url, model, max_len if isinstance(max_len, int) else None, tokens)
+    opening = _generation_prompt(origin, model, api_key) if tokens is not None else None
+    return Endpoint(role, url, model, max_len if isinstance(max_len, int) else None, tokens,
+                    opening, api_key)
+
+
+def _generation_prompt(origin: str, model: str, api_key: str | None) -> str | None:
+    """The text the served chat template appends to a user turn to open the assistant's (vLLM's
+    ``/tokenize`` with and without ``add_generation_prompt``, the difference through
+    ``/detokenize``); None when the server cannot say."""
+    turn = [{"role": "user", "content": "What is 1 + 1?"}]
+    try:
+        bare, opened = (_request(f"{origin}/tokenize", api_key, {
+            "model": model, "messages": turn, "add_generation_prompt": flag})["tokens"]
+            for flag in (False, True))
+        if not isinstance(bare, list) or not isinstance(opened, list) \
+                or opened[:len(bare)] != bare:
+            return None
+        added = opened[len(bare):]
+        if not added:
+            return ""
+        text = _request(f"{origin}/detokenize", api_key, {"model": model, "tokens": added})["prompt"]
+        return text if isinstance(text, str) else None
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Both endpoints as checked, and the warnings worth showing the user."""
+
+    base: Endpoint
+    small: Endpoint
+    warnings: list[str]
+
+    @property
+    def thinking_opener(self) -> str | None:
+        """What the graph must pre-fill for these models (the base model's template decides; the
+        small model's when the base server cannot say; None when neither can)."""
+        return self.base.thinking_opener if self.base.thinking_opener is not None \
+            else self.small.thinking_opener
 
 
 def check_pair(ctx: Context) -> list[str]:
     """Check both endpoints (raises EndpointError) and return warnings worth showing the user."""
+    return check(ctx).warnings
+
+
+def check(ctx: Context) -> Pair:
+    """Check both endpoints (raises EndpointError): the endpoints, with what their chat templates
+    open the assistant turn with, and the warnings worth showing the user."""
     base = check_endpoint("base", ctx.base_url, ctx.base_model, ctx.api_key)
     small = check_endpoint("small", ctx.small_url, ctx.small_model, ctx.api_key)
     warnings = []
@@ -97,4 +177,39 @@ def check_pair(ctx: Context) -> list[str]:
             warnings.append(f"the {end.role} model's context ({end.max_model_len} tokens) is "
                             f"smaller than token_budget + max_step_tokens ({need}): a long run "
                             "will stop with stop reason context_full")
-    return warnings
+    if None not in (base.thinking_opener, small.thinking_opener) \
+            and base.thinking_opener != small.thinking_opener:
+        warnings.append(f"{base.model}'s chat template opens the assistant turn with "
+                        f"{base.thinking_opener!r} and {small.model}'s with "
+                        f"{small.thinking_opener!r}: both models continue the same pre-filled "
+                        "turn, opened as the base model's is")
+    return Pair(base, small, warnings)
+
+
+def prompt_tokens(end: Endpoint, messages: Sequence[BaseMessage], continue_final: bool) -> int | None:
+    """How many tokens ``messages`` take at ``end`` as the graph sends them (vLLM's ``/tokenize``
+    renders them through the chat template); None when the server cannot say."""
+    try:
+        found = _request(f"{end.origin}/tokenize", end.api_key, {
+            "model": end.model, "messages": convert_to_openai_messages(list(messages)),
+            "add_generation_prompt": not continue_final, "continue_final_message": continue_final})
+        tokens = found["tokens"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return None
+    return len(tokens) if isinstance(tokens, list) else None
+
+
+def check_fits(ends: Sequence[Endpoint], messages: Sequence[BaseMessage], continue_final: bool,
+               max_tokens: int, what: str = "a step (max_step_tokens)") -> None:
+    """Raise :class:`DoesNotFit` unless the first request (``messages`` and ``max_tokens`` more)
+    fits each of ``ends``' context — before any model call. An endpoint that cannot say (not vLLM)
+    is not checked."""
+    for end in ends:
+        if end.max_model_len is None:
+            continue
+        tokens = prompt_tokens(end, messages, continue_final)
+        if tokens is not None and tokens + max_tokens > end.max_model_len:
+            raise DoesNotFit(
+                f"the question does not fit the {end.role} model's context: its prompt is "
+                f"{tokens} tokens and {what} {max_tokens} more, {tokens + max_tokens} in all, but "
+                f"{end.model} at {end.url} takes {end.max_model_len}; shorten the question")

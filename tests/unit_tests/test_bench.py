@@ -158,7 +158,16 @@ def test_base_steps_mode_has_the_base_write_every_step():
 def test_small_steps_mode_is_small_only():
     c = parse_mode("small-steps").context(ctx(first_n_base=2))
     assert c.small_only is True and c.one_request is None
-    assert c.first_n_base == 2  # irrelevant to small-only and left as given
+    assert c.first_n_base == 0  # the run's first-N would have the base write the first steps
+
+
+def test_small_steps_mode_never_has_the_base_write_even_with_first_n_base():
+    pair = Pair()
+    pair.small.script = iter([step("a = 1"), step("b = 2"), step(SMALL_TEXT, end="eos")])
+    out = pair.graph.invoke({"problem": P0.question},
+                            context=parse_mode("small-steps").context(ctx(first_n_base=2)))
+    assert [r["writer"] for r in out["trace"]] == ["small", "small", "small"]
+    assert pair.calls() == (3, 0, 0)
 
 
 def test_spec_mode_overrides_only_the_fields_it_names():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -23,8 +24,15 @@ def ask(capsys, *args: str) -> tuple[int, str, str]:
 
 @pytest.fixture(autouse=True)
 def no_env(monkeypatch):
-    for name in ("SPECREASON_BASE_URL", "SPECREASON_SMALL_URL", "SPECREASON_THRESHOLD"):
-        monkeypatch.delenv(name, raising=False)
+    """No setting from the developer's shell; and a command that gets past its checks reaches no
+    real server (the local pair on 8101/8102 may be busy with a benchmark): the default endpoints
+    are a closed port."""
+    for name in list(os.environ):
+        if name.startswith("SPECREASON_"):
+            monkeypatch.delenv(name)
+    nowhere = f"http://127.0.0.1:{closed_port()}/v1"
+    monkeypatch.setenv("SPECREASON_BASE_URL", nowhere)
+    monkeypatch.setenv("SPECREASON_SMALL_URL", nowhere)
 
 
 def test_unreachable_server_is_one_line_naming_the_url(capsys):
@@ -79,3 +87,96 @@ def test_context_from_flags_and_escapes():
     ctx = cli.context_from_args(args)
     assert ctx.threshold == 9 and ctx.score_method == "expected"
     assert ctx.thinking_opener == "<think>\n" and ctx.step_delimiter == "\n\n"
+
+
+# --- settings named where they came from ---------------------------------------------------------
+
+def test_a_bad_setting_from_the_environment_names_the_variable(capsys, monkeypatch):
+    monkeypatch.setenv("SPECREASON_THRESHOLD", "abc")
+    code, _, err = ask(capsys, "q", "--no-serve")
+    assert code == 2 and "SPECREASON_THRESHOLD" in err and "Input should be a valid number" in err
+    args = cli.parser().parse_args(["ask", "q", "--threshold", "5"])
+    assert cli.context_from_args(args).threshold == 5  # the flag wins: no error
+
+
+def test_a_bad_url_names_the_flag_in_plain_words(capsys):
+    code, _, err = ask(capsys, "q", "--no-serve", "--base-url", "ftp://x")
+    assert code == 2
+    assert "--base-url: must be an http(s) URL, got 'ftp://x'" in err
+    assert "Value error" not in err and "--:" not in err
+
+
+def test_a_bad_url_from_the_environment_names_the_variable(capsys, monkeypatch):
+    monkeypatch.setenv("SPECREASON_SMALL_URL", "localhost:8102")
+    code, _, err = ask(capsys, "q", "--no-serve")
+    assert code == 2 and "SPECREASON_SMALL_URL='localhost:8102' (from the environment" in err
+    assert "must be an http(s) URL" in err
+
+
+def test_a_file_that_is_not_utf8_is_named(capsys, tmp_path):
+    path = tmp_path / "question.txt"
+    path.write_bytes(b"What is 2 + 2?\n\xff\xfe caf\xe9")
+    code, _, err = ask(capsys, "--file", str(path), "--no-serve", "--base-url", "http://127.0.0.1:9/v1")
+    assert code == 2 and str(path) in err and "not UTF-8" in err and "Traceback" not in err
+
+
+# --- against a stand-in vLLM server --------------------------------------------------------------
+
+LONG = "Count the words of this question. " + "word " * 36_000  # about 180 KB
+
+
+def ask_stub(capsys, stub, *args: str) -> tuple[int, str, str]:
+    return ask(capsys, *args, "--no-serve", "--base-url", stub.url, "--small-url", stub.url,
+               "--base-model", stub.model, "--small-model", stub.model)
+
+
+def test_a_question_longer_than_the_context_is_refused_before_any_model_call(capsys):
+    from tests.vllm_stub import VLLMStub
+
+    with VLLMStub(max_model_len=4096) as stub:
+        code, out, err = ask_stub(capsys, stub, LONG)
+    assert code == 2, err
+    assert "does not fit the base model's context" in err and "takes 4096" in err
+    assert stub.chat_requests() == []  # no model call
+    assert len(out) + len(err) < 2_000  # and the question is not echoed in full
+
+
+def test_a_long_question_is_echoed_as_a_bounded_preview(capsys):
+    from tests.vllm_stub import VLLMStub
+
+    with VLLMStub(max_model_len=1_000_000) as stub:
+        code, out, err = ask_stub(capsys, stub, LONG)
+    assert code == 0, err
+    assert out.startswith("Question: Count the words of this question. word word")
+    assert f"({len(LONG.strip()):,} characters)" in out
+    assert len(out) < 5_000
+    assert len(stub.chat_requests()) == 2  # the draft and its judge: the run went on
+
+
+@pytest.mark.parametrize(("think", "flag", "env", "opener"), [
+    (True, None, None, "<think>\n"),       # a reasoning model's template: detected
+    (False, None, None, ""),               # an instruct model's
+    (True, "", None, ""),                  # the flag overrides the template
+    (True, None, "", ""),                  # so does the environment
+    (False, "<think>\\n", None, "<think>\n"),
+])
+def test_the_thinking_opener_comes_from_the_chat_template_unless_set(capsys, monkeypatch, think,
+                                                                     flag, env, opener):
+    from tests.vllm_stub import VLLMStub
+
+    if env is not None:
+        monkeypatch.setenv("SPECREASON_THINKING_OPENER", env)
+    else:
+        monkeypatch.delenv("SPECREASON_THINKING_OPENER", raising=False)
+    with VLLMStub(think=think) as stub:
+        flags = [] if flag is None else ["--thinking-opener", flag]
+        code, _, err = ask_stub(capsys, stub, "What is 1 + 1?", *flags)
+    assert code == 0, err
+    first = stub.chat_requests()[0]
+    if opener:
+        assert first["messages"][-1] == {"role": "assistant", "content": opener}
+        assert first["continue_final_message"] is True
+    else:
+        assert [m["role"] for m in first["messages"]] == ["user"]
+        assert first["add_generation_prompt"] is True
+    assert ("opens a think block" in err) == (think and flag is None and env is None)

@@ -141,3 +141,24 @@ def test_run_many_keeps_32_runs_in_flight_and_returns_failures_in_place():
     assert in_flight["max"] == 2 and [r["answer"] for r in results] == ["0", "1", "2", "3"]
     with pytest.raises(ValueError, match="concurrency must be at least 1"):
         run_many(graph, problems, Context(), concurrency=0)
+
+
+def test_run_many_runs_as_many_steps_as_a_single_invoke():
+    """graph.batch fills in LangChain's recursion limit of 25 supersteps (8 SpecReason steps),
+    which LangGraph then takes as given: run_many must let a run go as far as invoke does."""
+    import asyncio
+
+    from specreason_graph.runs import arun_many, run_many
+
+    def small_script(messages, kwargs):
+        kept = str(messages[-1].content).count("\n\n") if len(messages) > 1 else 0
+        return step(f"step {kept}", tokens=10)
+
+    graph = build_graph(small=ScriptedModel(script=small_script),
+                        base=ScriptedModel(script=lambda m, kw: score("9"))).compile()
+    ctx = Context(token_budget=200)  # 20 steps of 10 tokens: 61 supersteps
+    single = graph.invoke({"problem": "q"}, context=ctx)
+    assert len(single["steps"]) == 20 and single["stop_reason"] == "token_budget"
+    for results in (run_many(graph, ["q", "r"], ctx, concurrency=2),
+                    asyncio.run(arun_many(graph, ["q"], ctx, concurrency=1))):
+        assert [len(r["steps"]) for r in results] == [20] * len(results), results

@@ -394,6 +394,31 @@ def test_gpqa_anything_else_wrong(spelling):
     assert not result.correct, (problem.id, result)
 
 
+@pytest.mark.parametrize("hedge", [
+    "{L} and {O}", "{L} or {O}", "({L}) or ({O})", "({L}) and ({O})", "{L}, {O}", "{L},{O}",
+    "{L}/{O}", "{L} & {O}", "{L} and/or {O}", "{L} or maybe {O}", "{L} (or {O})",
+    "{L}) 3.2 eV or {O}) 4.1 eV", "\\text{{{L} and {O}}}", "{L}; {O}", "{L} OR {O}",
+    "{L}, {O} and {P}", "either {L} or {O}", "({L}), ({O})",
+])
+def test_gpqa_a_hedged_answer_is_wrong(hedge):
+    """Naming two options is no answer, even when the first is the gold one."""
+    problem = _gpqa()
+    other, third = _other_letters(problem.answer)[:2]
+    predicted = hedge.format(L=problem.answer, O=other, P=third)
+    for response in (f"\\boxed{{{predicted}}}", f"Answer: {predicted}"):
+        result = grade(problem, response)
+        assert not result.correct, (response, result)
+
+
+@pytest.mark.parametrize("spelling", [
+    "{L}) the option's text, or so", "{L}. 3 and 4 eV", "{L}) A and B are both zero",
+    "{L}: 2 or more",
+])
+def test_gpqa_an_option_text_with_and_or_or_is_no_hedge(spelling):
+    problem = _gpqa()
+    assert grade(problem, f"\\boxed{{{spelling.format(L=problem.answer)}}}").correct
+
+
 def test_gpqa_every_gold_letter_right_and_every_other_letter_wrong():
     for original in datasets.load("gpqa"):
         problem = _redacted(original)

@@ -12,6 +12,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import ValidationError
 
 from specreason_graph import Context, build_graph
+from specreason_graph.models import MalformedReply, ModelCallError
 from tests.fakes import ScriptedModel, by_kind, score, step
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
@@ -709,8 +710,12 @@ def test_a_reply_that_is_not_a_completion_is_retried_then_named():
     assert len(small.calls) == 2  # retried once
 
 
-@pytest.mark.parametrize("error", [TypeError("Received response with null value for 'choices'"),
-                                   IndexError("list index out of range")])
+@pytest.mark.parametrize("error", [
+    TypeError("Received response with null value for 'choices'"),
+    # what langchain-openai says of JSON without choices; VLLMChatOpenAI's own check of the body
+    KeyError("Response missing 'choices' key: dict_keys(['unexpected'])"),
+    MalformedReply("the reply has no choices: {'choices': []}"),
+])
 def test_a_judge_reply_of_the_wrong_shape_scores_zero(error):
     def base_script(messages, kwargs):
         if kwargs.get("max_tokens") == 1:
@@ -723,3 +728,88 @@ def test_a_judge_reply_of_the_wrong_shape_scores_zero(error):
     record = out["trace"][0]
     assert record["score"] == 0 and record["writer"] == "base"
     assert record["judge_error"].startswith(type(error).__name__)
+
+
+@pytest.mark.parametrize("bug", [IndexError("list index out of range"), KeyError("score"),
+                                 ValueError("invalid literal for int()"),
+                                 TypeError("unsupported operand type(s)"),
+                                 AttributeError("'NoneType' object has no attribute 'get'")])
+def test_a_bug_in_the_judge_call_is_not_taken_for_a_bad_reply(bug):
+    """Only a reply that is not a completion scores 0; any other error inside the call is a bug
+    (ours or a library's) and ends the run, unretried."""
+    def base_script(messages, kwargs):
+        if kwargs.get("max_tokens") == 1:
+            raise bug
+        return step(r"base: \boxed{2}")
+
+    base = ScriptedModel(script=base_script)
+    with pytest.raises(type(bug)):
+        build_graph(small=ScriptedModel(script=[step("draft")]), base=base).compile().invoke(
+            {"problem": PROBLEM}, context=Context())
+    assert len(judge_requests(base)) == 1
+
+
+@pytest.mark.parametrize("bug", [IndexError("list index out of range"), KeyError("steps"),
+                                 ValueError("bad value"), TypeError("not callable")])
+def test_a_bug_in_a_step_call_is_not_retried_as_a_bad_reply(bug):
+    small = ScriptedModel(script=lambda m, kw: bug)
+    with pytest.raises(type(bug)):
+        build_graph(small=small, base=ScriptedModel(script=by_kind([], []))).compile().invoke(
+            {"problem": PROBLEM}, context=Context())
+    assert len(small.calls) == 1
+
+
+def _without_usage(message, *, logprobs: bool):
+    message = message.model_copy(update={"usage_metadata": None})
+    if not logprobs:
+        message.response_metadata.pop("logprobs", None)
+    return message
+
+
+def test_a_step_reply_without_usage_is_counted_from_its_logprobs_and_the_budget_trips():
+    steps = [_without_usage(step(f"step {i} has five words", logprobs=[-0.1] * 5), logprobs=True)
+             for i in range(10)]
+    out, small, _ = run(steps, by_kind([], [score("9")] * 10), token_budget=12)
+    # five tokens and the delimiter's each (the logprobs hold one entry per generated token)
+    assert [r["tokens"] for r in out["trace"]] == [6, 6]
+    assert out["stop_reason"] == "token_budget" and out["kept_tokens"] == 12
+
+
+def test_a_step_reply_without_usage_or_logprobs_fails_loudly():
+    from langgraph.types import RetryPolicy
+
+    from specreason_graph.models import transient
+
+    bare = _without_usage(step("a step"), logprobs=False)
+    small = ScriptedModel(script=lambda m, kw: bare)
+    graph = build_graph(small=small, base=ScriptedModel(script=by_kind([], [])), retry=RetryPolicy(
+        max_attempts=2, initial_interval=0.01, jitter=False, retry_on=transient)).compile()
+    with pytest.raises(ModelCallError, match=r"small server .* draft of step 0: MalformedReply: "
+                                             r".*no token usage"):
+        graph.invoke({"problem": PROBLEM}, context=Context())
+
+
+def test_a_one_request_reply_without_usage_fails_loudly():
+    bare = _without_usage(step(r"\boxed{3}", end="eos"), logprobs=False)
+    with pytest.raises(ModelCallError, match="no token usage"):
+        run(lambda m, kw: bare, by_kind([], []), one_request="small")
+
+
+@pytest.mark.parametrize("settings", [{}, {"thinking_opener": "<think>\n"}, {"one_request": "base"},
+                                      {"small_only": True}, {"first_n_base": 1}])
+def test_first_request_is_what_the_first_model_call_sends(settings):
+    from specreason_graph.graph import first_request
+
+    ctx = Context(**settings)
+    first = first_request(PROBLEM, ctx)
+    small = ScriptedModel(script=lambda m, kw: step(r"\boxed{3}", end="eos"))
+    base = ScriptedModel(script=lambda m, kw: score("9") if kw.get("max_tokens") == 1
+                         else step(r"\boxed{3}", end="eos"))
+    build_graph(small=small, base=base).compile().invoke({"problem": PROBLEM}, context=ctx)
+    messages, kwargs = (base if settings.get("one_request") or settings.get("first_n_base")
+                        else small).calls[0]
+    assert view(messages) == view(first.messages)
+    assert kwargs["max_tokens"] == first.max_tokens
+    assert kwargs.get("extra_body", {}).get("continue_final_message", False) == first.continue_final
+    assert first.roles == (("base",) if settings.get("one_request") else
+                           ("small",) if settings.get("small_only") else ("base", "small"))

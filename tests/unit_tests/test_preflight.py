@@ -103,3 +103,65 @@ def test_an_endpoint_that_is_not_openai_compatible_is_an_error(servers):
     small = servers({"s": {}}, [1])
     with pytest.raises(preflight.EndpointError, match="answered 404 to /models"):
         preflight.check_pair(ctx(base, small))
+
+
+# --- the thinking opener, from the served chat template ------------------------------------------
+
+def stub_pair(base_think: bool, small_think: bool, **kwargs):
+    from tests.vllm_stub import VLLMStub
+
+    return VLLMStub("b", think=base_think, **kwargs), VLLMStub("s", think=small_think, **kwargs)
+
+
+@pytest.mark.parametrize(("think", "opener"), [(True, "<think>\n"), (False, "")])
+def test_the_thinking_opener_is_read_from_the_chat_template(think, opener):
+    base, small = stub_pair(think, think)
+    with base, small:
+        pair = preflight.check(ctx(base.url, small.url))
+    assert pair.warnings == []
+    assert pair.base.generation_prompt == "<|im_start|>assistant\n" + opener
+    assert (pair.base.thinking_opener, pair.small.thinking_opener) == (opener, opener)
+    assert pair.thinking_opener == opener
+
+
+def test_a_server_that_cannot_say_gives_no_opener():
+    base, small = stub_pair(True, True, detokenize=False)
+    with base, small:
+        pair = preflight.check(ctx(base.url, small.url))
+    assert pair.thinking_opener is None and pair.base.generation_prompt is None
+
+
+def test_the_base_models_opener_decides_and_a_difference_warns():
+    base, small = stub_pair(True, False)
+    with base, small:
+        pair = preflight.check(ctx(base.url, small.url))
+    assert pair.thinking_opener == "<think>\n"
+    [warning] = pair.warnings
+    assert "b's chat template opens the assistant turn with '<think>\\n' and s's with ''" in warning
+
+
+# --- does the question fit ------------------------------------------------------------------------
+
+def test_a_question_that_does_not_fit_is_an_error_naming_both_sizes():
+    from langchain_core.messages import HumanMessage
+
+    from specreason_graph.graph import first_request
+
+    base, small = stub_pair(False, False, max_model_len=2048)
+    with base, small:
+        c = ctx(base.url, small.url, max_step_tokens=512)
+        pair = preflight.check(c)
+        fits = first_request("x" * 1000, c)
+        preflight.check_fits([pair.base, pair.small], fits.messages, fits.continue_final,
+                             fits.max_tokens)
+        long = first_request("x" * 1600, c)
+        with pytest.raises(preflight.DoesNotFit) as info:
+            preflight.check_fits([pair.base, pair.small], long.messages, long.continue_final,
+                                 long.max_tokens)
+        # what the stub's template makes of the graph's first request: one token a character
+        rendered = base.render({"messages": [{"role": "user", "content": long.messages[0].content}]})
+        assert f"its prompt is {len(rendered)} tokens and a step (max_step_tokens) 512 more" \
+            in str(info.value)
+        assert "b at " in str(info.value) and "takes 2048" in str(info.value)
+        n = preflight.prompt_tokens(pair.small, [HumanMessage("hi")], continue_final=False)
+        assert n == len("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")

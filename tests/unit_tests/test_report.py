@@ -123,7 +123,7 @@ def test_mode_rows_exact_figures():
         "draft_tokens": 0.0, "rejected_tokens": 0.0, "base_tokens": 15.0,
         "judge_prompt_tokens": 0.0, "judge_new_tokens": 0.0, "judge_calls": 0.0,
         "judge_cache_hit": None, "share_draft": 0.0, "share_judge": 0.0, "share_base": 1.0,
-        "no_answer": 0, "judge_vs_regen": None})
+        "no_answer": 0, "judge_vs_regen": None, "accuracy_problems": 2, "judge_errors": 0})
     model_s = 0.2 + 0.09 + 0.3 + 0.07 + 0.4
     assert spec == pytest.approx({
         "mode": "spec", "runs": 2, "failed": 1, "problems": 2, "accuracy": 1.0,
@@ -135,7 +135,7 @@ def test_mode_rows_exact_figures():
         "share_base": 0.4 / model_s, "no_answer": 0,
         # base writes at (0.4 + 0.6 + 0.4) s / 40 tokens; regenerating the 30 drafted tokens would
         # take 30 * 0.035 s, the judge took 0.16 s
-        "judge_vs_regen": 0.16 / (30 * 1.4 / 40)})
+        "judge_vs_regen": 0.16 / (30 * 1.4 / 40), "accuracy_problems": 2, "judge_errors": 0})
     assert small["speedup"] == pytest.approx(0.4 / 0.1)  # on p1 only, the problem both finished
     assert small["speedup_problems"] == 1 and small["judge_vs_regen"] is None
 
@@ -149,6 +149,35 @@ def test_mode_rows_without_a_reference_and_with_only_failures():
     assert spec["no_answer"] == 0 and spec["accuracy"] == 0.0
     assert (bad["runs"], bad["failed"], bad["accuracy"], bad["mean_s"], bad["p90_s"]) == (
         0, 1, None, None, None)
+
+
+def test_accuracy_is_taken_on_the_problems_the_reference_finished_too():
+    # spec is right on p1 and p2, but base-only failed on p2: spec's accuracy is on p1 alone, the
+    # problems the speedup is on; the failed base-only run is counted as failed
+    rs = records(
+        record("base-only", "p1", False, 1.0, [base_call(1, 1)]),
+        record("base-only", "p2", None, 1.0, [], error="RuntimeError: boom"),
+        record("spec", "p1", False, 1.0, [call()]),
+        record("spec", "p2", True, 1.0, [call()]),
+        record("spec", "p3", None, 1.0, [], error="RuntimeError: boom"))
+    base, spec = mode_rows(rs)
+    assert (spec["accuracy"], spec["accuracy_problems"], spec["speedup_problems"]) == (0.0, 1, 1)
+    assert (spec["runs"], spec["failed"], spec["problems"]) == (2, 1, 2)
+    assert (base["accuracy"], base["accuracy_problems"], base["failed"]) == (0.0, 1, 1)
+    # without a reference, each mode's accuracy is on every problem it finished
+    [alone] = mode_rows(rs, reference="none")[1:]
+    assert (alone["accuracy"], alone["accuracy_problems"]) == (0.5, 2)
+
+
+def test_judge_errors_are_counted():
+    unread = drafted(5, 10, accepted=False, prompt=10, cached=0, judge_ms=1, token="x",
+                     judge_error="APIResponseValidationError: not JSON")
+    rs = records(
+        record("spec", "p1", True, 1.0, [unread, unread]),
+        record("spec", "p2", True, 1.0, [drafted(5, 10, accepted=True, prompt=10, cached=0,
+                                                 judge_ms=1)]))
+    [spec] = mode_rows(rs)
+    assert spec["judge_errors"] == 2
 
 
 def test_p90_and_median_over_ten_runs():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from specreason_graph import Context
 from specreason_graph.models import chat_model
 from specreason_graph.resources import resource_dir
@@ -32,4 +34,32 @@ def test_every_server_config_binds_loopback_and_builds_an_argv_not_a_shell_strin
         for spec in config.load_config(path).servers:
             assert spec.host == "127.0.0.1", path
             argv = spec.argv()
-            assert isinstance(argv, list) and all(isinstance(a, str) for a in argv)
+            assert argv[argv.index("--host") + 1] == "127.0.0.1", path
+            assert [a for a in argv if a.startswith("--") and " " in a] == [], path
+
+
+def test_the_launcher_hands_the_argv_to_the_kernel_with_no_shell(monkeypatch, tmp_path):
+    """An option's value with shell syntax in it stays one inert argument."""
+    import subprocess
+
+    from specreason_graph.serving import launcher
+
+    monkeypatch.setenv("SPECREASON_HOME", str(tmp_path))
+    seen: dict = {}
+
+    class Refused(Exception):
+        pass
+
+    def popen(args, **kwargs):
+        seen.update(args=args, **kwargs)
+        raise Refused
+
+    monkeypatch.setattr(launcher, "healthy", lambda spec, timeout=2.0: False)
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    spec = config.ServerSpec(role="base", model="m; touch pwned", served_model_name="$(id)",
+                             host="127.0.0.1", port=1, python="python3",
+                             options={"chat-template": "`id` && echo x | cat > y"})
+    with pytest.raises(Refused):
+        launcher.start_one(spec, echo=lambda *_: None)
+    assert seen["args"] == spec.argv() and not seen.get("shell", False)
+    assert "`id` && echo x | cat > y" in seen["args"] and "m; touch pwned" in seen["args"]

@@ -92,7 +92,8 @@ def test_every_argv_starts_the_openai_entrypoint_and_has_no_shell_strings(name):
         argv = spec.argv()
         assert argv[:3] == [spec.python, "-m", "vllm.entrypoints.openai.api_server"]
         assert ENTRYPOINT == "vllm.entrypoints.openai.api_server"
-        assert all(isinstance(a, str) for a in argv)
+        # a flag and its value are two elements, never one "--flag value" string for a shell
+        assert [a for a in argv if a.startswith("--") and (" " in a or "=" in a)] == []
         assert argv[3:11] == ["--model", spec.model, "--served-model-name", spec.served_model_name,
                               "--host", spec.host, "--port", str(spec.port)]
         # every flag appears once; options never repeat the fixed ones
@@ -692,11 +693,22 @@ def test_start_stops_the_ones_it_started_when_a_later_one_fails(fakes, isolated_
 
 
 class _Healthy:
-    """An in-process server that is 'already up' (not started by the launcher)."""
+    """An in-process server that is 'already up' (not started by the launcher), serving ``models``
+    (None: no /v1/models, not an OpenAI server; a number: that status to /v1/models)."""
 
-    def __init__(self):
+    def __init__(self, models: tuple[str, ...] | list[str] | int | None = ("fake-base",)):
         class H(BaseHTTPRequestHandler):
             def do_GET(self):
+                if self.path == "/v1/models" and models is not None:
+                    code = models if isinstance(models, int) else 200
+                    body = json.dumps({"data": [{"id": m} for m in models]}
+                                      if code == 200 else {"error": "no"}).encode()
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 self.send_response(200 if self.path == "/health" else 404)
                 self.end_headers()
 
@@ -783,6 +795,34 @@ def test_launch_by_config_path(fakes, tmp_path, isolated_home):
         log = launcher.log_path(s.role("base")).read_text()
         assert f"{isolated_home}/models/b" in log
     assert not any(launcher.healthy(x) for x in s.servers)
+
+
+@pytest.mark.parametrize(("models", "message"), [
+    (["qwq-32b"], r"the server at http://127.0.0.1:\d+/v1 serves 'qwq-32b', not 'fake-base': "
+                  r"another server holds port \d+"),
+    ([], r"serves no model, not 'fake-base'"),
+    (None, r"answered 404 to /v1/models: it is not a vLLM OpenAI server"),
+])
+def test_start_one_refuses_a_server_that_serves_another_model(fakes, models, message):
+    """Something else answering /health on the port is not taken for this server."""
+    other = _Healthy(models)
+    try:
+        spec = fakes.spec("base", port=other.port)
+        with pytest.raises(ServerError, match=message):
+            start_one(spec, echo=quiet)
+        assert launcher.healthy(spec)  # not ours: left alone
+    finally:
+        other.close()
+
+
+def test_start_one_takes_a_server_with_an_api_key_on_trust(fakes):
+    other = _Healthy(401)
+    try:
+        messages: list[str] = []
+        assert start_one(fakes.spec("base", port=other.port), echo=messages.append) is None
+        assert any("already up" in m for m in messages)
+    finally:
+        other.close()
 
 
 def test_ctrl_c_while_waiting_for_health_stops_the_server_being_started(fakes, isolated_home,

@@ -1,0 +1,98 @@
+"""A stand-in for a vLLM OpenAI-compatible server on 127.0.0.1 (stdlib only, no model): the
+endpoints the command line's preflight and the graph use, with canned replies, recording every
+request. Its "chat template" is Qwen's (``<|im_start|>role\\ncontent<|im_end|>\\n``), with or
+without a think block in the generation prompt (QwQ / R1 distills open one); it tokenizes one token
+per character.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+THINK = "<think>\n"
+
+
+class VLLMStub:
+    """``with VLLMStub(model="m") as stub:`` serves at ``stub.url`` (``…/v1``)."""
+
+    def __init__(self, model: str = "m", *, max_model_len: int = 10240, think: bool = False,
+                 answer: str = r"So the answer is \boxed{2}.", detokenize: bool = True):
+        self.model, self.max_model_len, self.think = model, max_model_len, think
+        self.answer, self.detokenize = answer, detokenize
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, code: int, payload: Any) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                stub.requests.append((self.path, {}))
+                if self.path == "/health":
+                    return self._send(200, {})
+                if self.path == "/v1/models":
+                    return self._send(200, {"object": "list", "data": [
+                        {"id": stub.model, "object": "model", "max_model_len": stub.max_model_len}]})
+                self._send(404, {"error": "not found"})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                stub.requests.append((self.path, body))
+                if self.path == "/tokenize":
+                    text = body["prompt"] if "prompt" in body else stub.render(body)
+                    return self._send(200, {"count": len(text), "tokens": [ord(c) for c in text],
+                                            "max_model_len": stub.max_model_len})
+                if self.path == "/detokenize" and stub.detokenize:
+                    return self._send(200, {"prompt": "".join(chr(t) for t in body["tokens"])})
+                if self.path == "/v1/chat/completions":
+                    return self._send(200, stub.complete(body))
+                self._send(404, {"error": "not found"})
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def render(self, body: dict[str, Any]) -> str:
+        """The chat template: one turn per message; the last continued or a generation prompt."""
+        text = ""
+        messages = body["messages"]
+        for i, message in enumerate(messages):
+            text += f"<|im_start|>{message['role']}\n{message['content']}"
+            if not (body.get("continue_final_message") and i == len(messages) - 1):
+                text += "<|im_end|>\n"
+        if body.get("add_generation_prompt", True) and not body.get("continue_final_message"):
+            text += "<|im_start|>assistant\n" + (THINK if self.think else "")
+        return text
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        judge = body.get("max_completion_tokens", body.get("max_tokens")) == 1
+        content = "9" if judge else self.answer
+        logprobs = {"content": [{"token": "9", "logprob": 0.0, "bytes": None,
+                                 "top_logprobs": [{"token": "9", "logprob": 0.0, "bytes": None}]}]}
+        return {"id": "stub", "object": "chat.completion", "created": 0, "model": self.model,
+                "choices": [{"index": 0, "finish_reason": "length" if judge else "stop",
+                             "logprobs": logprobs if judge else None,
+                             "message": {"role": "assistant", "content": content}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 1 if judge else 8,
+                          "total_tokens": 11 if judge else 18}}
+
+    def chat_requests(self) -> list[dict[str, Any]]:
+        return [body for path, body in self.requests if path == "/v1/chat/completions"]
+
+    def __enter__(self) -> VLLMStub:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
