@@ -89,6 +89,21 @@ def _malformed(exc: Exception) -> MalformedReply:
     return exc if isinstance(exc, MalformedReply) else MalformedReply(f"{type(exc).__name__}: {exc}")
 
 
+def _call(chat: BaseChatModel, messages: list[BaseMessage], **params: Any) -> AIMessage:
+    """``chat.invoke`` with the two failures every call tells apart: a prompt that does not fit the
+    context (:class:`ContextFull`) and a reply that is not a completion (:class:`MalformedReply`);
+    anything else propagates as it is."""
+    try:
+        return chat.invoke(messages, **params)  # type: ignore[return-value]
+    except openai.BadRequestError as exc:
+        _raise_if_context_full(exc)
+        raise
+    except Exception as exc:
+        if not_a_completion(exc):
+            raise _malformed(exc) from exc
+        raise
+
+
 _CONTEXT_FULL = ("maximum context length", "exceeds model's maximum context length")
 
 
@@ -184,16 +199,13 @@ def write_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_fin
                seed: int | None = None) -> StepReply:
     """Generate up to the next delimiter (continuing the pre-filled assistant turn if asked)."""
     started = time.perf_counter()
-    try:
-        reply = _invoke_step(chat, messages, continue_final=continue_final, delimiter=delimiter,
-                             max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
-    except openai.BadRequestError as exc:
-        _raise_if_context_full(exc)
-        raise
-    except Exception as exc:
-        if not_a_completion(exc):
-            raise _malformed(exc) from exc
-        raise
+    reply = _call(
+        chat, messages, stop=[delimiter], max_tokens=max_tokens, temperature=temperature,
+        top_p=top_p, seed=seed,
+        logprobs=True,  # the draft's own confidence, free with the draft (the `confidence` judge)
+        extra_body={"continue_final_message": continue_final,
+                    "add_generation_prompt": not continue_final,
+                    "include_stop_str_in_output": True})
     ms = (time.perf_counter() - started) * 1000
     text = str(reply.text)
     finish = reply.response_metadata.get("finish_reason")
@@ -218,25 +230,6 @@ def _text_logprobs(logprobs: Any, delimiter: str) -> tuple[float, ...] | None:
     return tuple(lp for _, lp in content)
 
 
-def _invoke_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_final: bool,
-                 delimiter: str, max_tokens: int, temperature: float, top_p: float,
-                 seed: int | None) -> AIMessage:
-    return chat.invoke(
-        messages,
-        stop=[delimiter],
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        logprobs=True,  # the draft's own confidence, free with the draft (the `confidence` judge)
-        extra_body={
-            "continue_final_message": continue_final,
-            "add_generation_prompt": not continue_final,
-            "include_stop_str_in_output": True,
-        },
-    )  # type: ignore[return-value]
-
-
 def complete(chat: BaseChatModel, messages: list[BaseMessage], *, max_tokens: int,
              temperature: float, top_p: float | None = None, seed: int | None = None,
              tokens_required: bool = False) -> Reply:
@@ -249,12 +242,7 @@ def complete(chat: BaseChatModel, messages: list[BaseMessage], *, max_tokens: in
         params["top_p"] = top_p
     if seed is not None:
         params["seed"] = seed
-    try:
-        reply = chat.invoke(messages, **params)
-    except Exception as exc:
-        if not_a_completion(exc):
-            raise _malformed(exc) from exc
-        raise
+    reply = _call(chat, messages, **params)
     tokens = _generated_tokens(reply) if tokens_required else _usage(reply)[1]
     return Reply(text=str(reply.text), tokens=tokens,
                  finish_reason=reply.response_metadata.get("finish_reason"),
@@ -284,24 +272,15 @@ def judge(chat: BaseChatModel, messages: list[BaseMessage], *, top_logprobs: int
     """One greedy token after the pre-filled score prefix, with the top alternatives' logprobs."""
     started = time.perf_counter()
     try:
-        reply = chat.invoke(
-            messages,
-            max_tokens=1,
-            temperature=0.0,
-            logprobs=True,
-            top_logprobs=top_logprobs,
-            extra_body={"continue_final_message": True, "add_generation_prompt": False},
-        )
-    except openai.BadRequestError as exc:
-        _raise_if_context_full(exc)
-        raise
-    except Exception as exc:
-        if not not_a_completion(exc):
-            raise
+        reply = _call(chat, messages, max_tokens=1, temperature=0.0, logprobs=True,
+                      top_logprobs=top_logprobs,
+                      extra_body={"continue_final_message": True, "add_generation_prompt": False})
+    except MalformedReply as exc:
         # A reply that is not the JSON we asked for scores 0 (reject), recorded, never a crash.
+        cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
         return JudgeReply(token=None, top_logprobs=[], prompt_tokens=0, cached_tokens=None,
                           ms=(time.perf_counter() - started) * 1000,
-                          error=f"{type(exc).__name__}: {exc}")
+                          error=f"{type(cause).__name__}: {cause}")
     ms = (time.perf_counter() - started) * 1000
     prompt_tokens, _, cached = _usage(reply)
     token, alternatives = _first_position(reply.response_metadata.get("logprobs"))
@@ -329,18 +308,9 @@ def text_logprobs(chat: BaseChatModel, messages: list[BaseMessage], text: str) -
     vLLM does not read the prefix cache for a request that asks for prompt logprobs (it needs the
     logits of every prompt position), so this prefills the whole prompt each time."""
     started = time.perf_counter()
-    try:
-        reply = chat.invoke(
-            messages, max_tokens=1, temperature=0.0,
-            extra_body={"prompt_logprobs": 0, "continue_final_message": True,
-                        "add_generation_prompt": False})
-    except openai.BadRequestError as exc:
-        _raise_if_context_full(exc)
-        raise
-    except Exception as exc:
-        if not_a_completion(exc):
-            raise _malformed(exc) from exc
-        raise
+    reply = _call(chat, messages, max_tokens=1, temperature=0.0,
+                  extra_body={"prompt_logprobs": 0, "continue_final_message": True,
+                              "add_generation_prompt": False})
     prompt_tokens, _, cached = _usage(reply)
     return TextLogprobs(_trailing(reply.response_metadata.get("prompt_logprobs"), text),
                         prompt_tokens, cached, (time.perf_counter() - started) * 1000)
