@@ -32,7 +32,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from specreason_graph.context import JUDGE_NAMES, Context
+from specreason_graph.context import JUDGE_NAMES, PAPER_JUDGE, Context
 from specreason_graph.evaluation import calibrate, datasets, labels, report, runner
 from specreason_graph.evaluation.cost_model import parse_gpu
 from specreason_graph.evaluation.modes import Mode, parse_mode
@@ -399,8 +399,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     labels.write(out, rows)
     found = calibrate.calibrate(rows, speeds)
     (out / "calibration.json").write_text(json.dumps(found, indent=2, default=str) + "\n")
-    if found["choice"] is None:
-        raise CliError(f"no draft has a rollout label and every judge's score; see {out}")
+    if found["choice"] is None:  # nothing to choose on: the paper's judge, said so
+        err.print(f"[yellow]warning:[/] no draft carries a rollout label and every judge's score "
+                  f"(see {out / labels.LABELS_FILE}); the choice stays the paper's judge. More "
+                  "problems, rollouts or budget give labels.")
+        found["choice"] = {"candidate": "the paper's judge (nothing to choose on)",
+                           "fields": {k: v for k, v in PAPER_JUDGE.items() if k != "cascade"},
+                           "margin": None}
     choice = {"choice": found["choice"]["fields"], "margin": found["choice"]["margin"],
               "beats_random_routing": found["beats_random_routing"], "slice": {
                   "dataset": args.dataset, "problems": sorted({r["id"] for r in runs})}}

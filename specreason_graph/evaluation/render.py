@@ -175,7 +175,9 @@ def calibration_markdown(found: dict[str, Any], slice_text: str) -> str:
                      f"{cell(p['false_accept'], '{:.0%}')} | {p['seconds_per_step']:.1f} | "
                      f"{p['sound_steps']:.1%} | {p['margin']:+.1%} |")
     choice = found["choice"]
-    if choice:
+    if choice and choice.get("margin") is None:
+        lines += ["", f"Chosen: **{choice['candidate']}** — no labelled draft to choose on."]
+    elif choice:
         verdict = ("it beats random routing on this slice" if found["beats_random_routing"] else
                    "**no setting beats random routing on this slice**; this is the closest")
         sp = found["speeds"]

@@ -330,7 +330,9 @@ def test_cli_reports_a_failing_server_in_one_line(local_servers, base_proxy):
     result = subprocess.run(
         [sys.executable, "-m", "specreason_graph.cli", "ask", "What is 2+2?", "--no-serve",
          "--base-url", base_proxy.url, "--small-url", local_servers.role("small").url,
-         "--token-budget", "40", "--max-step-tokens", "16", "--seed", "0"],
+         "--token-budget", "40", "--max-step-tokens", "16", "--seed", "0",
+         # the paper's judge: the base server is asked about the very first draft
+         "--judge", "score", "--threshold", "7", "--score-method", "greedy"],
         capture_output=True, text=True, timeout=300, env=env)
 
     assert result.returncode == 2, result.stderr

@@ -88,7 +88,8 @@ def test_calibrate_writes_a_choice_that_ask_runs_with(local_servers, tmp_path):
     endpoints = ["--no-serve", "--base-url", ctx.base_url, "--small-url", ctx.small_url]
     done = subprocess.run(
         [sys.executable, "-m", "specreason_graph.cli", "calibrate", "--dataset", "gsm8k",
-         "--ids", "1", "--rollouts", "2", "--token-budget", "48", "--max-step-tokens", "24",
+         "--ids", "1", "--rollouts", "2", "--token-budget", "160", "--max-step-tokens", "48",
+         "--rollout-tokens", "120",
          "--out", str(out), *endpoints], capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     choice = json.loads((out / "choice.json").read_text())["choice"]

@@ -181,3 +181,15 @@ def test_a_step_is_priced_at_one_run_in_flight_from_its_tokens():
     assert calibrate.judge_s(row, "likelihood:mean", SPEEDS) == pytest.approx(0.1 + 0.5 + 200 / 40)
     assert calibrate.judge_s(row, "confidence:mean", SPEEDS) == 0.0
     assert calibrate.judge_s(row, "check", SPEEDS) == 0.0
+
+
+def test_a_calibration_without_labels_renders_the_paper_judge_as_the_choice():
+    from specreason_graph.evaluation.render import calibration_markdown
+
+    found = calibrate.calibrate(labels.label([run("a", True, [judged("x", GOOD)])], {}), SPEEDS,
+                                resamples=10)
+    found["choice"] = {"candidate": "the paper's judge (nothing to choose on)", "fields": {},
+                       "margin": None}
+    text = calibration_markdown(found, "gsm8k ids 1")
+    assert "0 carry a rollout label" in text
+    assert "Chosen: **the paper's judge (nothing to choose on)** — no labelled draft" in text
