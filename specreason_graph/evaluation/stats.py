@@ -206,6 +206,4 @@ def _per_problem_runs(records: dict[str, dict[str, Any]], mode: str
                       ) -> tuple[dict[str, float], dict[str, float]]:
     """Accuracy and wall time of ``mode`` per problem (means over samples; failed runs left out)."""
     runs = [r for r in records.values() if r["mode"] == mode]
-    right = {r["key"]: {**r, "right": float(bool(r["correct"]))} for r in runs
-             if r.get("error") is None}
-    return _per_problem(list(right.values()), "right"), _per_problem(runs, "wall_s")
+    return _per_problem(runs, "correct"), _per_problem(runs, "wall_s")
