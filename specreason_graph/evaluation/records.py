@@ -4,6 +4,7 @@
                      last line of a (mode, problem, sample) key wins, a torn last line is skipped
     OUT/meta.json    the settings the runs were made with, the machine, and one segment per
                      invocation (when, at what concurrency, the servers' counters before/after)
+    OUT/.lock        held (``flock``) by the one process writing to the folder; see :func:`locked`
 
 The runner writes through :class:`RunsFile` and :func:`write_meta`; the report and calibration read
 through :func:`load_records` and :func:`read_meta`.
@@ -11,9 +12,12 @@ through :func:`load_records` and :func:`read_meta`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +25,7 @@ from typing import Any
 
 RUNS_FILE = "runs.jsonl"
 META_FILE = "meta.json"
+LOCK_FILE = ".lock"
 
 Record = dict[str, Any]
 
@@ -86,6 +91,35 @@ class RunsFile:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._file.close()
+
+
+class FolderBusy(ValueError):
+    """Another process is writing to this results folder."""
+
+
+@contextlib.contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """Hold ``out/.lock`` while writing to ``out``; raise :class:`FolderBusy` (naming the process
+    that holds it) instead of waiting. The kernel drops the lock when its process dies, so a
+    killed benchmark never leaves the folder locked."""
+    path = Path(out) / LOCK_FILE
+    with path.open("a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise FolderBusy(f"{out} is being written by {holder}; wait for it to finish, or give "
+                             "another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {platform.node()} since {now()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def machine() -> dict[str, Any]:

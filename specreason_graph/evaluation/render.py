@@ -57,6 +57,13 @@ def markdown(summary: dict[str, Any]) -> str:
     levels = "/".join(str(c) for c in s["concurrency"]) or "?"
     lines = [f"**{s['title']}** — timings taken with {levels} run(s) in flight, modes "
              "interleaved problem by problem so they share the load.", ""]
+    if load := s.get("load"):
+        seen = load["runs"] - load["load_unknown"]
+        lines += [f"Server load: {seen} of {load['runs']} runs sampled vLLM's queues while in "
+                  f"flight and none saw another client's request (peak "
+                  f"{load['peak_requests']:g} request(s) on the servers at once)"
+                  + (f"; {load['load_unknown']} runs were recorded before loads were, or were too "
+                     "short to sample." if load["load_unknown"] else "."), ""]
     if ctx:
         lines += [f"Budget {ctx.get('token_budget')} tokens, ≤ {ctx.get('max_step_tokens')} per "
                   f"step, temperature {ctx.get('temperature')}, top_p {ctx.get('top_p')}; "

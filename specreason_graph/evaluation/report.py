@@ -17,7 +17,7 @@ from specreason_graph.evaluation.cost_model import GpuProfile, cost_model
 from specreason_graph.evaluation.metrics import prefix_cache
 from specreason_graph.evaluation.plots import pareto, plot_accuracy_latency, plot_threshold_sweep
 from specreason_graph.evaluation.render import csv_text, markdown
-from specreason_graph.evaluation.stats import REFERENCE, above_routing, mode_rows, paired
+from specreason_graph.evaluation.stats import REFERENCE, above_routing, comparable, mode_rows, paired
 
 
 def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
@@ -27,6 +27,7 @@ def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
     runs = records.load_records(out)
     if not runs:
         raise ValueError(f"{out} has no recorded runs yet")
+    load = comparable(runs, str(out))
     meta = records.read_meta(out)
     modes = meta.get("settings", {}).get("modes", {})
     rows = mode_rows(runs, reference, order=list(modes))
@@ -34,7 +35,7 @@ def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
     routing = [c for r in rows if (c := above_routing(runs, r["mode"], base=reference))]
     model = cost_model(runs, rows, reference, gpu)
     cache = prefix_cache(meta)
-    concurrency = sorted({s["concurrency"] for s in meta.get("segments", []) if s.get("runs")})
+    concurrency = [load["concurrency"]]
     datasets = ", ".join(meta.get("settings", {}).get("dataset", [])) or "?"
     problems = len({r["id"] for r in runs.values()})
     levels = "/".join(str(c) for c in concurrency) or "?"
@@ -42,7 +43,7 @@ def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
     plot_accuracy_latency(rows, out / "accuracy_latency.png", title)
     plot_threshold_sweep(rows, modes, out / "threshold_sweep.png", "Threshold sweep — " + title)
 
-    summary = {"title": title, "concurrency": concurrency, "rows": rows,
+    summary = {"title": title, "concurrency": concurrency, "load": load, "rows": rows,
                "paired": comparisons, "above_routing": routing, "cost_model": model, "prefix_cache": cache,
                "pareto": pareto(rows), "machine": meta.get("machine"),
                "settings": meta.get("settings"),

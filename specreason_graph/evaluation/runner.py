@@ -10,7 +10,13 @@ hold yet, refusing a folder made with other settings. :class:`Workers` interleav
 (:func:`run_bench`'s loop) grades each finished run in the main thread (math-verify's signal timeouts
 work there), appends it to ``runs.jsonl`` at once and keeps the tally, so an interrupted benchmark
 (Ctrl-C, a crash) keeps every finished run and the same command resumes with the rest. Runs that
-failed are recorded with their error and run again on resume.
+failed are recorded with their error and run again on resume, and so are runs timed while another
+client's requests were on the servers.
+
+Every record carries the concurrency it ran at and the load the servers held meanwhile
+(:class:`.metrics.LoadWatch`: requests beyond this benchmark's own are another client's), and the
+folder is locked while a benchmark writes to it (:func:`.records.locked`), so two benchmarks never
+share a folder and the report can refuse figures measured alongside other traffic.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ from typing import Any
 from specreason_graph.context import Context
 from specreason_graph.evaluation import grading, records
 from specreason_graph.evaluation.datasets import Problem
-from specreason_graph.evaluation.metrics import scrape
+from specreason_graph.evaluation.metrics import LoadWatch, scrape
 from specreason_graph.evaluation.modes import Mode
 from specreason_graph.evaluation.records import Record
+from specreason_graph.evaluation.stats import saw_others
 from specreason_graph.trace import summarize
 
 Task = tuple[Problem, int, Mode]
@@ -69,15 +76,8 @@ class Plan:
 def resume(out: Path, problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context,
            samples: int, concurrency: int, seed: int | None) -> Plan:
     """Check the request, read what ``out`` holds, and open a new segment for the runs left."""
-    if not problems:
-        raise ValueError("no problems to run: check --limit / --ids")
-    if not modes:
-        raise ValueError("no modes to run")
+    check_request(problems, modes, samples, concurrency)
     names = [m.name for m in modes]
-    if len(set(names)) != len(names):
-        raise ValueError(f"two modes share a name: {names}; tell them apart with name=")
-    if samples < 1 or concurrency < 1:
-        raise ValueError("samples and concurrency must be at least 1")
     out.mkdir(parents=True, exist_ok=True)
     settings = _settings(problems, modes, ctx, samples)
     meta = records.read_meta(out)
@@ -88,7 +88,7 @@ def resume(out: Path, problems: Sequence[Problem], modes: Sequence[Mode], ctx: C
             "segments": meta.get("segments", [])}
     done = records.load_records(out)
     tasks = [(p, s, m) for p in problems for s in range(samples) for m in modes
-             if done.get(records.key(m.name, p.id, s), {}).get("error", "x") is not None]
+             if _again(done.get(records.key(m.name, p.id, s)))]
     segment: dict[str, Any] = {
         "started": records.now(), "concurrency": concurrency, "seed": seed, "runs": len(tasks),
         "problems": [p.id for p in problems], "modes": names,
@@ -96,6 +96,25 @@ def resume(out: Path, problems: Sequence[Problem], modes: Sequence[Mode], ctx: C
     meta["segments"].append(segment)
     records.write_meta(out, meta)
     return Plan(tasks, done, meta, segment)
+
+
+def check_request(problems: Sequence[Problem], modes: Sequence[Mode], samples: int,
+                  concurrency: int) -> None:
+    """Refuse a request that cannot run, before anything is written."""
+    if not problems:
+        raise ValueError("no problems to run: check --limit / --ids")
+    if not modes:
+        raise ValueError("no modes to run")
+    names = [m.name for m in modes]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two modes share a name: {names}; tell them apart with name=")
+    if samples < 1 or concurrency < 1:
+        raise ValueError("samples and concurrency must be at least 1")
+
+
+def _again(record: Record | None) -> bool:
+    """Run it (again): never run, failed, or timed alongside another client's requests."""
+    return record is None or record.get("error") is not None or saw_others(record)
 
 
 def _settings(problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context,
@@ -117,9 +136,12 @@ def _check_resumable(meta: dict[str, Any], settings: dict[str, Any], out: Path) 
                          "give another --out, or the same settings to resume")
 
 
+def _urls(ctx: Context, modes: Sequence[Mode]) -> list[str]:
+    return sorted({ctx.small_url, ctx.base_url} | {m.base_url for m in modes if m.base_url})
+
+
 def _scrape_all(ctx: Context, modes: Sequence[Mode]) -> dict[str, dict[str, float] | None]:
-    urls = {ctx.small_url, ctx.base_url} | {m.base_url for m in modes if m.base_url}
-    return {url: scrape(url) for url in sorted(urls)}
+    return {url: scrape(url) for url in _urls(ctx, modes)}
 
 
 # --- workers -------------------------------------------------------------------------------------
@@ -127,14 +149,14 @@ def _scrape_all(ctx: Context, modes: Sequence[Mode]) -> dict[str, dict[str, floa
 @dataclass
 class Workers:
     """``concurrency`` daemon threads taking tasks from one queue; each finished run (its result or
-    the exception it raised) lands in ``finished`` with its wall time."""
+    the exception it raised) lands in ``finished`` with its start and end (``time.monotonic()``)."""
 
     graph: Any
     ctx: Context
     seed: int | None
     stop: threading.Event
     todo: queue.Queue[Task] = field(default_factory=queue.Queue)
-    finished: queue.Queue[tuple[Task, Any, float]] = field(default_factory=queue.Queue)
+    finished: queue.Queue[tuple[Task, Any, float, float]] = field(default_factory=queue.Queue)
     threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self, tasks: Sequence[Task], concurrency: int) -> Workers:
@@ -158,7 +180,7 @@ class Workers:
             problem, sample, mode = task
             run_ctx = mode.context(self.ctx, prompt=problem.prompt,
                                    seed=None if self.seed is None else self.seed + sample)
-            started = time.perf_counter()
+            started = time.monotonic()
             try:
                 result: Any = self.graph.invoke(
                     {"problem": problem.question}, context=run_ctx,
@@ -166,7 +188,7 @@ class Workers:
                             "tags": ["bench", mode.name, f"{problem.dataset}:{problem.id}"]})
             except Exception as exc:  # recorded as a failed run; the others go on
                 result = exc
-            self.finished.put((task, result, time.perf_counter() - started))
+            self.finished.put((task, result, started, time.monotonic()))
 
 
 # --- the sink ------------------------------------------------------------------------------------
@@ -174,15 +196,27 @@ class Workers:
 def run_bench(graph: Any, problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context,
               out: Path, *, samples: int = 1, concurrency: int = 1, seed: int | None = None,
               on_progress: Callable[[Progress], None] | None = None,
-              stop: threading.Event | None = None) -> BenchResult:
+              stop: threading.Event | None = None, load_interval: float = 1.0) -> BenchResult:
     """Run every (problem, sample, mode) not yet in ``out/runs.jsonl``; see the module docstring.
 
     ``seed``: sample k of a problem sends seed + k with every step request (None: no seed).
     ``stop``: set it to stop taking new runs (what Ctrl-C does), as KeyboardInterrupt would.
+    ``load_interval``: seconds between two samples of the servers' queues.
+    Raises :class:`.records.FolderBusy` when another benchmark is writing to ``out``.
     """
     out = Path(out)
+    check_request(problems, modes, samples, concurrency)
+    out.mkdir(parents=True, exist_ok=True)
+    with records.locked(out), LoadWatch(_urls(ctx, modes), load_interval) as watch:
+        return _run(graph, problems, modes, ctx, out, samples, concurrency, seed, on_progress,
+                    stop or threading.Event(), watch)
+
+
+def _run(graph: Any, problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context, out: Path,
+         samples: int, concurrency: int, seed: int | None,
+         on_progress: Callable[[Progress], None] | None, stop: threading.Event,
+         watch: LoadWatch) -> BenchResult:
     plan = resume(out, problems, modes, ctx, samples, concurrency, seed)
-    stop = stop or threading.Event()
     workers = Workers(graph, ctx, seed, stop).start(plan.tasks, concurrency)
     correct = _tally(plan.records.values(), {m.name for m in modes})
     done, interrupted = 0, False
@@ -192,12 +226,13 @@ def run_bench(graph: Any, problems: Sequence[Problem], modes: Sequence[Mode], ct
                 if stop.is_set():
                     raise KeyboardInterrupt
                 try:
-                    task, result, wall = workers.finished.get(timeout=0.25)
+                    task, result, started, ended = workers.finished.get(timeout=0.25)
                 except queue.Empty:
                     if not workers.alive():
                         break
                     continue
-                record = _record(task, result, wall, concurrency)
+                record = _record(task, result, ended - started, concurrency,
+                                 watch.window(started, ended, concurrency))
                 sink.append(record)
                 plan.records[record["key"]] = record
                 done += 1
@@ -208,7 +243,8 @@ def run_bench(graph: Any, problems: Sequence[Problem], modes: Sequence[Mode], ct
             interrupted = True
             stop.set()
     plan.segment.update({"ended": records.now(), "completed": done, "interrupted": interrupted,
-                         "metrics_after": _scrape_all(ctx, modes)})
+                         "metrics_after": _scrape_all(ctx, modes),
+                         "load": watch.window(float("-inf"), float("inf"), concurrency)})
     records.write_meta(out, plan.meta)
     abandoned = len(plan.tasks) - done - workers.todo.qsize() if interrupted else 0
     return BenchResult(out, plan.records, interrupted, max(0, abandoned))
@@ -218,7 +254,7 @@ def _tally(found: Any, modes: set[str]) -> dict[str, tuple[int, int]]:
     """(right, finished) per mode over the runs a folder already holds."""
     correct: dict[str, tuple[int, int]] = {}
     for record in found:
-        if record["mode"] in modes:
+        if record["mode"] in modes and not _again(record):
             _count(correct, record)
     return correct
 
@@ -229,12 +265,14 @@ def _count(correct: dict[str, tuple[int, int]], record: Record) -> None:
         correct[record["mode"]] = (right + bool(record["correct"]), total + 1)
 
 
-def _record(task: Task, result: Any, wall: float, concurrency: int) -> Record:
+def _record(task: Task, result: Any, wall: float, concurrency: int,
+            load: dict[str, Any]) -> Record:
     problem, sample, mode = task
     record: Record = {
         "key": records.key(mode.name, problem.id, sample), "mode": mode.name,
         "dataset": problem.dataset, "id": problem.id, "sample": sample, "gold": problem.answer,
-        "wall_s": round(wall, 3), "concurrency": concurrency, "finished_at": records.now()}
+        "wall_s": round(wall, 3), "concurrency": concurrency, "load": load,
+        "finished_at": records.now()}
     if isinstance(result, BaseException):
         return {**record, "error": f"{type(result).__name__}: {result}", "correct": None}
     trace = list(result.get("trace") or [])

@@ -24,6 +24,50 @@ from typing import Any
 REFERENCE = "base-only"
 
 
+# --- which runs may be compared ------------------------------------------------------------------
+
+def saw_others(record: dict[str, Any]) -> bool:
+    """The servers held requests beyond the benchmark's own while this run was in flight."""
+    return bool((record.get("load") or {}).get("others"))
+
+
+def comparable(records: dict[str, dict[str, Any]], where: str = "this folder") -> dict[str, Any]:
+    """Check that the runs' latencies can be set side by side, and say what is known of their load.
+
+    Raises ValueError when the runs were taken at different concurrency (a speedup between them would
+    measure the load, not the method) or when some ran alongside another client's requests
+    (:class:`.metrics.LoadWatch`); runs recorded before loads were recorded are counted, not refused.
+    """
+    levels: dict[Any, int] = defaultdict(int)
+    for r in records.values():
+        levels[r.get("concurrency")] += 1
+    if len(levels) > 1:
+        found = " and ".join(f"{c} ({n} runs)" for c, n in sorted(levels.items(), key=str))
+        raise ValueError(f"{where} mixes runs taken at concurrency {found}: a speedup between them "
+                         "would measure the load, not the method. Keep one concurrency per results "
+                         "folder (bench --out).")
+    loaded = [r for r in records.values() if saw_others(r)]
+    if loaded:
+        modes = ", ".join(f"{m} ×{n}" for m, n in sorted(_count_by(loaded, "mode").items()))
+        peak = max(r["load"]["others"] for r in loaded)
+        raise ValueError(f"{len(loaded)} run(s) in {where} ran while the servers held requests from "
+                         f"another client (up to {peak:g} beyond the benchmark's own; {modes}): "
+                         "their times are not this concurrency's. Run the same bench command again "
+                         "with nothing else on the servers: it runs exactly those again.")
+    unknown = sum(1 for r in records.values() if not (r.get("load") or {}).get("samples"))
+    return {"concurrency": next(iter(levels), None), "runs": len(records),
+            "load_unknown": unknown,
+            "peak_requests": max(((r.get("load") or {}).get("peak_requests") or 0
+                                  for r in records.values()), default=0)}
+
+
+def _count_by(runs: Sequence[dict[str, Any]], field: str) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for r in runs:
+        counts[r[field]] += 1
+    return counts
+
+
 # --- per mode ------------------------------------------------------------------------------------
 
 def _p90(values: Sequence[float]) -> float:

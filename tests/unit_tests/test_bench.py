@@ -740,3 +740,80 @@ def test_splice_replaces_only_its_own_section(tmp_path):
     assert "| table v2 |" in second and second.endswith("more notes after\n")
     assert "hand-written findings" in second
 
+
+
+# --- the load each run saw, and the folder's lock ------------------------------------------------
+
+def test_load_watch_keeps_samples_only_when_every_server_answers():
+    answers = {"a": [{"r": 1.0, "w": 0.0}, None, {"r": 2.0, "w": 1.0}], "b": [{"r": 0.0, "w": 0.0}] * 3}
+    watch = metrics.LoadWatch(["a", "b"], read=lambda url: answers[url].pop(0))
+    for _ in range(3):
+        watch.sample()
+    assert [n for _, n in watch.samples] == [1.0, 3.0]
+    everything = watch.window(float("-inf"), float("inf"), ours=1)
+    assert everything == {"samples": 2, "peak_requests": 3.0, "others": 2.0}
+    assert watch.window(0, 0, ours=1) == {"samples": 0, "peak_requests": None, "others": None}
+    assert watch.window(float("-inf"), watch.samples[0][0], ours=1)["others"] == 0.0
+
+
+def test_each_run_records_its_concurrency_and_the_load_it_saw(tmp_path, monkeypatch):
+    """The servers are polled while runs are in flight; requests beyond the benchmark's own
+    concurrency are another client's, and a run that saw them is run again on resume."""
+    held = {"n": 1.0}
+    monkeypatch.setattr(metrics, "scrape", lambda url, names=None, timeout=10.0: (
+        {"vllm:num_requests_running": held["n"], "vllm:num_requests_waiting": 0.0}
+        if names == metrics.LOAD_GAUGES else None))
+    slow = Pair(hook=lambda messages, kwargs: time.sleep(0.05))
+    out = tmp_path / "out"
+    run_bench(slow.graph, [P0], modes("small"), ctx(), out, load_interval=0.01)
+    (first,) = lines(out)
+    assert first["concurrency"] == 1
+    assert first["load"]["samples"] >= 1 and first["load"]["others"] == 0.0
+    assert meta(out)["segments"][0]["load"]["others"] == 0.0
+
+    held["n"] = 3.0  # two requests from another client: half of the URL pair's sum is ours at most
+    out2 = tmp_path / "loaded"
+    run_bench(slow.graph, [P0], modes("small"), ctx(), out2, load_interval=0.01)
+    assert lines(out2)[0]["load"]["others"] > 0
+    held["n"] = 1.0
+    result = run_bench(slow.graph, [P0], modes("small"), ctx(), out2, load_interval=0.01)
+    assert len(lines(out2)) == 2 and lines(out2)[1]["load"]["others"] == 0.0
+    assert result.records[run_key("small-only", P0.id, 0)]["load"]["others"] == 0.0
+
+
+def test_a_locked_results_folder_is_refused_and_left_untouched(tmp_path):
+    from specreason_graph.evaluation.records import FolderBusy, locked
+    out = tmp_path / "out"
+    out.mkdir()
+    with locked(out):
+        assert f"pid {os.getpid()}" in (out / ".lock").read_text()
+        with pytest.raises(FolderBusy, match=rf"{out} is being written by pid {os.getpid()}"):
+            run_bench(Pair().graph, [P0], modes("small"), ctx(), out)
+        assert not (out / RUNS_FILE).exists() and not (out / META_FILE).exists()
+    run_bench(Pair().graph, [P0], modes("small"), ctx(), out)  # released: the next one writes
+    assert len(lines(out)) == 1
+
+
+def test_the_lock_is_held_by_another_process_too(capsys, tmp_path):
+    """flock is per open file, so a second process is refused, and `specreason bench` says so
+    before it looks for servers."""
+    import subprocess
+    import sys
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from specreason_graph.evaluation.records import locked\n"
+         f"with locked({str(out)!r}):\n    print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = run_cli(capsys, "bench", "--dataset", "gsm8k", "--limit", "1", "--modes",
+                               "small", "--out", str(out), *NO_SERVER)
+        assert code == 2 and f"{out} is being written by pid {holder.pid}" in err.replace("\n", "")
+    finally:
+        holder.kill()
+        holder.wait()
+    from specreason_graph.evaluation.records import locked
+    with locked(out):  # the kernel released it with the process
+        pass

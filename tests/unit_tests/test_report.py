@@ -473,7 +473,7 @@ def test_build_with_a_title_and_without_meta(benchmark, tmp_path):
     (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
     summary = report.build(tmp_path, title="mine")
     assert summary["title"] == "mine" and summary["settings"] is None
-    assert summary["concurrency"] == [] and "gpu" not in summary["cost_model"]
+    assert summary["concurrency"] == [2] and "gpu" not in summary["cost_model"]  # from the runs
     assert "Budget" not in (tmp_path / "summary.md").read_text()
 
 
@@ -497,3 +497,42 @@ def test_above_routing_measures_the_distance_to_the_small_base_line():
     assert found["ci_low"] <= 0.25 <= found["ci_high"]
     assert above_routing(rs, "small-only") is None
     assert above_routing({k: r for k, r in rs.items() if r["mode"] != "base-only"}, "spec") is None
+
+
+# --- runs that may not be compared ---------------------------------------------------------------
+
+def _rewrite(out, change) -> None:
+    runs = [json.loads(line) for line in (out / RUNS_FILE).read_text().splitlines()]
+    text = "".join(json.dumps(change(i, r)) + "\n" for i, r in enumerate(runs))
+    (out / RUNS_FILE).write_text(text)
+
+
+def test_the_report_refuses_runs_taken_at_different_concurrency(benchmark, tmp_path):
+    (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
+    _rewrite(tmp_path, lambda i, r: {**r, "concurrency": 1 if i < 3 else 2})
+    with pytest.raises(ValueError, match=r"mixes runs taken at concurrency 1 \(3 runs\) and 2 \(5 "
+                                         r"runs\): a speedup between them would measure the load"):
+        report.build(tmp_path)
+    assert not (tmp_path / "summary.md").exists()
+
+
+def test_the_report_refuses_runs_timed_alongside_another_client(benchmark, tmp_path):
+    (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
+    _rewrite(tmp_path, lambda i, r: {**r, "load": {"samples": 4, "peak_requests": 2 + 3 * (i == 5),
+                                                   "others": float(3 * (i == 5))}})
+    with pytest.raises(ValueError, match=r"1 run\(s\) in .* held requests from another client \(up to 3 "
+                                         r"beyond the benchmark's own; .* ×1\).*runs exactly those"):
+        report.build(tmp_path)
+    _rewrite(tmp_path, lambda i, r: {**r, "load": {**r["load"], "others": 0.0, "peak_requests": 2}})
+    summary = report.build(tmp_path)
+    assert summary["load"] == {"concurrency": 2, "runs": 8, "load_unknown": 0, "peak_requests": 2}
+    assert "8 of 8 runs sampled vLLM's queues while in flight and none saw another client's " \
+           "request (peak 2 request(s) on the servers at once)." in (tmp_path / "summary.md").read_text()
+
+
+def test_runs_recorded_before_loads_were_are_counted_not_refused(benchmark, tmp_path):
+    (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
+    _rewrite(tmp_path, lambda i, r: {k: v for k, v in r.items() if k != "load"})
+    summary = report.build(tmp_path)
+    assert summary["load"]["load_unknown"] == 8
+    assert "0 of 8 runs sampled" in (tmp_path / "summary.md").read_text()
