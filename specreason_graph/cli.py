@@ -361,7 +361,12 @@ def _finish(result: runner.BenchResult, code: int) -> int:
 def cmd_bench_report(args: argparse.Namespace) -> int:
     try:
         gpu = parse_gpu(args.gpu) if args.gpu else None
-        summary = report.build(Path(args.out), gpu=gpu)
+        try:
+            speeds = parse_gpu(args.check_speeds)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("--gpu", "--check-speeds")) from None
+        loaded = Path(args.cost_check) if args.cost_check else None
+        summary = report.build(Path(args.out), gpu=gpu, cost_check=loaded, check_speeds=speeds)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     _print_report(summary)
@@ -521,6 +526,12 @@ def parser() -> argparse.ArgumentParser:
     report_cmd = sub.add_parser("bench-report", help="rebuild a benchmark's tables and plots")
     report_cmd.add_argument("out", help="the benchmark's results folder")
     report_cmd.add_argument("--gpu", default="paper-2xA6000")
+    report_cmd.add_argument("--cost-check", metavar="LOADED", help="check the cost model: predict "
+                            "one run in flight from the calls of this other results folder (taken "
+                            "under load) and set it beside OUT's measured times")
+    report_cmd.add_argument("--check-speeds", default="cpu-1-in-flight",
+                            help="single-stream speeds for --cost-check: a preset or "
+                                 "small_tps,base_tps,base_prefill_tps,overhead_s")
     report_cmd.add_argument("--into", help="also put the tables and plots into this Markdown file "
                                            "(between <!-- bench:NAME --> markers)")
     report_cmd.set_defaults(func=cmd_bench_report)

@@ -79,6 +79,46 @@ def parse_gpu(text: str) -> GpuProfile:
     return GpuProfile("user-given", small, base, prefill, overhead, "speeds given by the user")
 
 
+def profile_lines(gpu: GpuProfile) -> dict[str, Line]:
+    """A speed profile as the per-call lines :func:`predict` takes."""
+    return {"draft": Line(gpu.call_overhead_s, 1 / gpu.small_decode_tps, 0),
+            "judge": Line(gpu.call_overhead_s + 1 / gpu.base_decode_tps, 1 / gpu.base_prefill_tps, 0),
+            "base": Line(gpu.call_overhead_s, 1 / gpu.base_decode_tps, 0),
+            "small": Line(gpu.call_overhead_s, 1 / gpu.small_decode_tps, 0)}
+
+
+def predict(run: dict[str, Any], speeds: dict[str, Line], one_request: str | None = None) -> float:
+    """Seconds of a recorded run's model calls at ``speeds``. ``one_request`` ("base" or "small"):
+    the run's tokens as that model writing the whole solution in one call (a one-request baseline
+    predicted from a step-by-step run)."""
+    if one_request:
+        return speeds[one_request](sum(c["tokens"] for c in run["trace"]))
+    seconds = 0.0
+    for c in run["trace"]:
+        if c["draft"] is not None:
+            seconds += speeds["draft"](c["draft_tokens"])
+        if c["accepted"] is not None:
+            seconds += speeds["judge"](c["judge_prompt_tokens"] - (c["judge_cached_tokens"] or 0))
+        if c["base_tokens"]:
+            seconds += speeds["base"](c["base_tokens"])
+    return seconds
+
+
+def fit_lines(records: dict[str, dict[str, Any]]) -> dict[str, Line | None]:
+    """The draft, judge and base per-call lines fitted on every recorded call."""
+    draft_pts, judge_pts, base_pts = [], [], []
+    for r in records.values():
+        for c in r.get("trace") or []:
+            if c["draft"] is not None and c["draft_ms"]:
+                draft_pts.append((c["draft_tokens"], c["draft_ms"] / 1000))
+            if c["accepted"] is not None and c["judge_ms"] and not c.get("judge_error"):
+                new = c["judge_prompt_tokens"] - (c["judge_cached_tokens"] or 0)
+                judge_pts.append((new, c["judge_ms"] / 1000))
+            if c["base_tokens"]:
+                base_pts.append((c["base_tokens"], c["base_ms"] / 1000))
+    return {"draft": fit(draft_pts), "judge": fit(judge_pts), "base": fit(base_pts)}
+
+
 def cost_model(records: dict[str, dict[str, Any]], rows: Sequence[dict[str, Any]],
                reference: str = REFERENCE, gpu: GpuProfile | None = None) -> dict[str, Any]:
     """Fit per-call latency lines on every recorded call, predict each mode's mean run time from its
@@ -91,29 +131,7 @@ def cost_model(records: dict[str, dict[str, Any]], rows: Sequence[dict[str, Any]
     A mode's predicted time is the sum of its calls' predictions, so the model says where the time
     goes: with acceptance rate a, a SpecReason step costs draft + judge + (1 - a) × regeneration.
     """
-    draft_pts, judge_pts, base_pts = [], [], []
-    for r in records.values():
-        for c in r.get("trace") or []:
-            if c["draft"] is not None and c["draft_ms"]:
-                draft_pts.append((c["draft_tokens"], c["draft_ms"] / 1000))
-            if c["accepted"] is not None and c["judge_ms"] and not c.get("judge_error"):
-                new = c["judge_prompt_tokens"] - (c["judge_cached_tokens"] or 0)
-                judge_pts.append((new, c["judge_ms"] / 1000))
-            if c["base_tokens"]:
-                base_pts.append((c["base_tokens"], c["base_ms"] / 1000))
-    lines = {"draft": fit(draft_pts), "judge": fit(judge_pts), "base": fit(base_pts)}
-
-    def predict(run: dict[str, Any], speeds: dict[str, Any]) -> float:
-        seconds = 0.0
-        for c in run["trace"]:
-            if c["draft"] is not None:
-                seconds += speeds["draft"](c["draft_tokens"])
-            if c["accepted"] is not None:
-                seconds += speeds["judge"](c["judge_prompt_tokens"] - (c["judge_cached_tokens"] or 0))
-            if c["base_tokens"]:
-                seconds += speeds["base"](c["base_tokens"])
-        return seconds
-
+    lines = fit_lines(records)
     by_mode: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records.values():
         if r.get("error") is None:
@@ -128,10 +146,7 @@ def cost_model(records: dict[str, dict[str, Any]], rows: Sequence[dict[str, Any]
     cpu_ref = statistics.fmean(predict(r, filled) for r in by_mode[reference])
     gpu_speeds = None
     if gpu:
-        gpu_speeds = {
-            "draft": Line(gpu.call_overhead_s, 1 / gpu.small_decode_tps, 0),
-            "judge": Line(gpu.call_overhead_s + 1 / gpu.base_decode_tps, 1 / gpu.base_prefill_tps, 0),
-            "base": Line(gpu.call_overhead_s, 1 / gpu.base_decode_tps, 0)}
+        gpu_speeds = profile_lines(gpu)
         gpu_ref = statistics.fmean(predict(r, gpu_speeds) for r in by_mode[reference])
         result["gpu"] = gpu.__dict__
     measured = {row["mode"]: row["speedup"] for row in rows}
@@ -148,3 +163,76 @@ def cost_model(records: dict[str, dict[str, Any]], rows: Sequence[dict[str, Any]
             entry.update({"gpu_s": gpu_s, "gpu_speedup": gpu_ref / gpu_s})
         result["modes"][mode] = entry
     return result
+
+
+# --- checked at one run in flight ----------------------------------------------------------------
+
+def _signature(settings: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two modes of two benchmarks the same method (one-request and step-by-step
+    baselines match: the prediction says which of the two it is for)."""
+    kind = str(settings.get("kind"))
+    if kind.split("-")[0] in ("base", "small"):
+        return (kind.split("-")[0],)
+    return (kind, settings.get("judge", "score"), settings.get("threshold"),
+            settings.get("score_method"), settings.get("cascade") if settings.get("judge") ==
+            "cascade" else None)
+
+
+def one_in_flight_check(loaded: dict[str, dict[str, Any]], loaded_modes: dict[str, dict[str, Any]],
+                        measured: dict[str, dict[str, Any]], measured_modes: dict[str, dict[str, Any]],
+                        rows: Sequence[dict[str, Any]], speeds: GpuProfile,
+                        reference: str = REFERENCE, tolerance: float = 0.10) -> dict[str, Any]:
+    """The cost model's prediction for one run in flight, made from a loaded benchmark's calls
+    (token counts, steps, acceptance) at single-stream ``speeds``, beside what a benchmark at
+    concurrency 1 measured (``measured`` and its ``rows``). Modes are matched by method
+    (:func:`_signature`); a one-request baseline is predicted as one call of the loaded run's tokens.
+
+    The why of a miss is in the same result: ``speeds`` against the per-call lines fitted on the
+    measured run, and the loaded run's tokens and acceptance against the measured run's.
+    """
+    lines = profile_lines(speeds)
+    ok: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in loaded.values():
+        if r.get("error") is None:
+            ok[r["mode"]].append(r)
+    by_method: dict[tuple[Any, ...], str] = {}
+    for name, settings in loaded_modes.items():
+        if ok.get(name):
+            by_method.setdefault(_signature(settings), name)
+    row_of = {row["mode"]: row for row in rows}
+    result: dict[str, Any] = {"speeds": speeds.__dict__, "tolerance": tolerance, "modes": []}
+    ref = measured_modes.get(reference)
+    ref_loaded = by_method.get(_signature(ref)) if ref else None
+    if ref is None or ref_loaded is None or reference not in row_of:
+        result["missing"] = f"no {reference} in both runs to compare against"
+        return result
+    ref_s = statistics.fmean(predict(r, lines, ref.get("one_request")) for r in ok[ref_loaded])
+    for name, settings in measured_modes.items():
+        row, source = row_of.get(name), by_method.get(_signature(settings))
+        if row is None or source is None:
+            continue
+        predicted_s = statistics.fmean(predict(r, lines, settings.get("one_request"))
+                                       for r in ok[source])
+        loaded_row = _tokens(ok[source])
+        entry = {"mode": name, "loaded_mode": source, "predicted_s": predicted_s,
+                 "measured_s": row["mean_s"], "loaded_tokens": loaded_row["tokens"],
+                 "measured_tokens": row.get("kept_tokens"), "loaded_acceptance":
+                 loaded_row["acceptance"], "measured_acceptance": row.get("acceptance")}
+        if name != reference and row.get("speedup"):
+            entry["predicted_speedup"] = ref_s / predicted_s
+            entry["measured_speedup"] = row["speedup"]
+            entry["error"] = entry["predicted_speedup"] / row["speedup"] - 1
+        result["modes"].append(entry)
+    errors = [e["error"] for e in result["modes"] if "error" in e]
+    result["within"] = bool(errors) and all(abs(e) <= tolerance for e in errors)
+    fitted = fit_lines(measured)
+    result["speeds_vs_measured"] = {
+        part: {"assumed": lines[part].__dict__, "measured": fitted[part].__dict__ if fitted[part]
+               else None} for part in ("draft", "judge", "base")}
+    return result
+
+
+def _tokens(runs: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    judged = [c for r in runs for c in r["trace"] if c["accepted"] is not None]
+    return {"tokens": statistics.fmean(sum(c["tokens"] for c in r["trace"]) for r in runs),
+            "acceptance": sum(bool(c["accepted"]) for c in judged) / len(judged) if judged else None}

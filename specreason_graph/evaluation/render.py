@@ -123,9 +123,52 @@ def markdown(summary: dict[str, Any]) -> str:
                           f"{gpu['base_prefill_tps']:g} tok/s prefill, {gpu['call_overhead_s']:g} s "
                           f"per call ({gpu['note']}); same token counts and acceptance as measured."]
         lines.append("")
+    if s.get("cost_check"):
+        lines += [cost_check_markdown(s["cost_check"]), ""]
     if s["prefix_cache"]:
         lines.append("Prefix-cache hit rate from `/metrics` over the run (all requests): " + ", ".join(
             f"{url} {cell(rate, '{:.0%}')}" for url, rate in s["prefix_cache"].items()) + ".")
+    return "\n".join(lines)
+
+
+def cost_check_markdown(check: dict[str, Any]) -> str:
+    """The cost model's one-run-in-flight prediction (fitted on a loaded run) against this run."""
+    sp = check["speeds"]
+    lines = [f"**Cost model checked at one run in flight.** Predicted from the calls of "
+             f"`{check['fitted_on']}` (a loaded run: its tokens, steps and acceptance) at the "
+             f"single-stream speeds '{sp['name']}' (small {sp['small_decode_tps']:g} tok/s, base "
+             f"{sp['base_decode_tps']:g} tok/s decode, {sp['base_prefill_tps']:g} tok/s prefill, "
+             f"{sp['call_overhead_s']:g} s per call), against this run's measured times.", ""]
+    if check.get("missing"):
+        return "\n".join([*lines, f"Not checked: {check['missing']}."])
+    lines += ["| mode | fitted on | tokens/run (loaded → here) | predicted s | measured s | "
+              "predicted speedup | measured speedup | error |", "|:---|:---|---:|---:|---:|---:|---:|---:|"]
+    for e in check["modes"]:
+        lines.append(f"| {e['mode']} | {e['loaded_mode']} | {e['loaded_tokens']:.0f} → "
+                     f"{cell(e['measured_tokens'], '{:.0f}')} | {e['predicted_s']:.1f} | "
+                     f"{cell(e['measured_s'], '{:.1f}')} | {cell(e.get('predicted_speedup'), '{:.2f}×')} | "
+                     f"{cell(e.get('measured_speedup'), '{:.2f}×')} | {cell(e.get('error'), '{:+.0%}')} |")
+    errors = [e for e in check["modes"] if "error" in e]
+    tolerance = f"{check['tolerance']:.0%}"
+    if check["within"]:
+        lines += ["", f"Every predicted speedup is within {tolerance} of the measured one."]
+    else:
+        worst = max(errors, key=lambda e: abs(e["error"]), default=None)
+        lines += ["", f"Not within {tolerance}" + (f": {worst['mode']} is off by {worst['error']:+.0%}."
+                                                   if worst else ": nothing to compare.")]
+    why = []
+    for part, what in (("draft", "small decode"), ("base", "base decode"),
+                       ("judge", "judge prefill")):
+        pair = check["speeds_vs_measured"][part]
+        if pair["measured"] and pair["measured"]["per_token"]:
+            why.append(f"{what} {1 / pair['assumed']['per_token']:.1f} tok/s assumed, "
+                       f"{1 / pair['measured']['per_token']:.1f} measured here "
+                       f"(fixed {pair['measured']['fixed']:.2f} s per call, assumed "
+                       f"{pair['assumed']['fixed']:.2f})")
+    if why:
+        lines += ["Where the assumed speeds and this run differ (per-call lines fitted on this run's "
+                  "calls): " + "; ".join(why) + ". A prediction is as good as these speeds and "
+                  "the loaded run's token counts, which come from other problems or samples."]
     return "\n".join(lines)
 
 

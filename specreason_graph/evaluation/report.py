@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from specreason_graph.evaluation import records
-from specreason_graph.evaluation.cost_model import GpuProfile, cost_model
+from specreason_graph.evaluation.cost_model import (
+    GPU_PROFILES,
+    GpuProfile,
+    cost_model,
+    one_in_flight_check,
+)
 from specreason_graph.evaluation.metrics import prefix_cache
 from specreason_graph.evaluation.plots import pareto, plot_accuracy_latency, plot_threshold_sweep
 from specreason_graph.evaluation.render import csv_text, markdown
@@ -21,8 +26,13 @@ from specreason_graph.evaluation.stats import REFERENCE, above_routing, comparab
 
 
 def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
-          title: str | None = None) -> dict[str, Any]:
-    """Write summary.md / summary.csv / summary.json and the two plots into ``out``; return them."""
+          title: str | None = None, cost_check: Path | None = None,
+          check_speeds: GpuProfile | None = None) -> dict[str, Any]:
+    """Write summary.md / summary.csv / summary.json and the two plots into ``out``; return them.
+
+    ``cost_check``: another results folder, taken under load, whose calls the cost model predicts
+    one run in flight from (at ``check_speeds``, default this CPU's single-stream speeds), set
+    beside this folder's measured times (:func:`.cost_model.one_in_flight_check`)."""
     out = Path(out)
     runs = records.load_records(out)
     if not runs:
@@ -35,6 +45,15 @@ def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
     routing = [c for r in rows if (c := above_routing(runs, r["mode"], base=reference))]
     model = cost_model(runs, rows, reference, gpu)
     cache = prefix_cache(meta)
+    check = None
+    if cost_check is not None:
+        loaded = records.load_records(Path(cost_check))
+        if not loaded:
+            raise ValueError(f"{cost_check} has no recorded runs to fit the cost model on")
+        check = one_in_flight_check(
+            loaded, records.read_meta(Path(cost_check)).get("settings", {}).get("modes", {}),
+            runs, modes, rows, check_speeds or GPU_PROFILES["cpu-1-in-flight"], reference)
+        check["fitted_on"] = str(cost_check)
     concurrency = [load["concurrency"]]
     datasets = ", ".join(meta.get("settings", {}).get("dataset", [])) or "?"
     problems = len({r["id"] for r in runs.values()})
@@ -44,7 +63,8 @@ def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
     plot_threshold_sweep(rows, modes, out / "threshold_sweep.png", "Threshold sweep — " + title)
 
     summary = {"title": title, "concurrency": concurrency, "load": load, "rows": rows,
-               "paired": comparisons, "above_routing": routing, "cost_model": model, "prefix_cache": cache,
+               "paired": comparisons, "above_routing": routing, "cost_model": model,
+               "cost_check": check, "prefix_cache": cache,
                "pareto": pareto(rows), "machine": meta.get("machine"),
                "settings": meta.get("settings"),
                "segments": [{k: v for k, v in s.items() if not k.startswith("metrics")}

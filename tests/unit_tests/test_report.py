@@ -15,13 +15,21 @@ import pytest
 
 from specreason_graph import Context, build_graph, rules
 from specreason_graph.evaluation import datasets, report
-from specreason_graph.evaluation.cost_model import GPU_PROFILES, GpuProfile, Line, cost_model, fit, parse_gpu
+from specreason_graph.evaluation.cost_model import (
+    GPU_PROFILES,
+    GpuProfile,
+    Line,
+    cost_model,
+    fit,
+    one_in_flight_check,
+    parse_gpu,
+)
 from specreason_graph.evaluation.metrics import PREFIX_COUNTERS, prefix_cache
 from specreason_graph.evaluation.modes import parse_mode
 from specreason_graph.evaluation.plots import pareto, plot_accuracy_latency, plot_threshold_sweep
 from specreason_graph.evaluation.records import RUNS_FILE
 from specreason_graph.evaluation.records import key as run_key
-from specreason_graph.evaluation.render import COLUMNS, cell, csv_text, markdown_table
+from specreason_graph.evaluation.render import COLUMNS, cell, cost_check_markdown, csv_text, markdown_table
 from specreason_graph.evaluation.runner import run_bench
 from specreason_graph.evaluation.stats import mcnemar_exact, mode_rows, paired
 from specreason_graph.state import StepRecord
@@ -536,3 +544,76 @@ def test_runs_recorded_before_loads_were_are_counted_not_refused(benchmark, tmp_
     summary = report.build(tmp_path)
     assert summary["load"]["load_unknown"] == 8
     assert "0 of 8 runs sampled" in (tmp_path / "summary.md").read_text()
+
+
+# --- the cost model checked at one run in flight -------------------------------------------------
+
+LOADED_MODES = {"base-only": {"kind": "base"}, "spec": {"kind": "spec", "threshold": 7.0,
+                                                        "score_method": "greedy"}}
+MEASURED_MODES = {"base-only": {"kind": "base", "one_request": "base"},
+                  "paper": {"kind": "spec", "judge": "score", "threshold": 7.0,
+                            "score_method": "greedy"},
+                  "other": {"kind": "spec", "judge": "yes_no", "threshold": 7.0,
+                            "score_method": "greedy"}}
+SPEEDS = GpuProfile("test", 100.0, 50.0, 1000.0, 0.1, "exact")
+
+
+def measured_costs() -> dict[str, dict[str, Any]]:
+    return records(*({**r, "mode": "paper", "key": r["key"].replace("spec", "paper")}
+                     if r["mode"] == "spec" else r for r in exact_costs().values()))
+
+
+def test_the_one_in_flight_check_predicts_from_the_loaded_run_at_single_stream_speeds():
+    """Loaded base-only ran step by step; the measured one is one request: its prediction is one
+    call of the same tokens (p1 0.1 + 10 × 0.02, p2 0.1 + 20 × 0.02: mean 0.4 s). spec: p1 draft
+    0.2 + judge 0.12 + 40 × 0.001 = 0.36, p2 draft 0.3 + judge 0.14 + base 0.3 = 0.74: mean 0.55."""
+    measured = measured_costs()
+    rows = mode_rows(measured, order=list(MEASURED_MODES))
+    check = one_in_flight_check(exact_costs(), LOADED_MODES, measured, MEASURED_MODES, rows, SPEEDS)
+    base, paper = check["modes"]  # "other" has no loaded mode of its method: not predicted
+    assert (base["mode"], base["loaded_mode"]) == ("base-only", "base-only")
+    assert base["predicted_s"] == pytest.approx(0.4) and base["measured_s"] == pytest.approx(0.5)
+    assert "error" not in base
+    assert (paper["mode"], paper["loaded_mode"]) == ("paper", "spec")
+    assert paper["predicted_s"] == pytest.approx(0.55)
+    assert paper["predicted_speedup"] == pytest.approx(0.4 / 0.55)
+    assert paper["measured_speedup"] == pytest.approx(0.5 / 0.53)
+    assert paper["error"] == pytest.approx((0.4 / 0.55) / (0.5 / 0.53) - 1)
+    assert paper["loaded_acceptance"] == 0.5 and paper["loaded_tokens"] == pytest.approx(10)
+    assert check["within"] is False
+    fitted = check["speeds_vs_measured"]["base"]["measured"]
+    assert fitted["fixed"] == pytest.approx(0.2) and fitted["per_token"] == pytest.approx(0.02)
+
+    text = cost_check_markdown({**check, "fitted_on": "loaded-folder"})
+    assert "Predicted from the calls of `loaded-folder`" in text
+    assert "| paper | spec | 10 → 10 | 0.6 | 0.5 | 0.73× | 0.94× | -23% |" in text
+    assert "Not within 10%: paper is off by -23%." in text
+    assert "base decode 50.0 tok/s assumed, 50.0 measured here (fixed 0.20 s per call" in text
+
+    close = one_in_flight_check(exact_costs(), LOADED_MODES, measured, MEASURED_MODES, rows, SPEEDS,
+                                tolerance=0.25)
+    assert close["within"] is True
+    assert "within 25% of the measured one" in cost_check_markdown({**close, "fitted_on": "x"})
+
+
+def test_the_one_in_flight_check_without_a_reference_says_so():
+    loaded = records(*(r for r in exact_costs().values() if r["mode"] != "base-only"))
+    measured = measured_costs()
+    check = one_in_flight_check(loaded, LOADED_MODES, measured, MEASURED_MODES,
+                                mode_rows(measured), SPEEDS)
+    assert check["modes"] == [] and check["missing"] == "no base-only in both runs to compare against"
+    assert "Not checked: no base-only" in cost_check_markdown({**check, "fitted_on": "x"})
+
+
+def test_bench_report_cost_check_from_the_command_line(benchmark, tmp_path, capsys):
+    from specreason_graph import cli
+    (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
+    (tmp_path / "meta.json").write_text((benchmark / "meta.json").read_text())
+    assert cli.main(["bench-report", str(tmp_path), "--cost-check", str(benchmark)]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert f"Predicted from the calls of `{benchmark}`" in text and "| specreason | specreason |" in text
+    assert cli.main(["bench-report", str(tmp_path), "--cost-check", str(benchmark),
+                     "--check-speeds", "1,2"]) == 2
+    assert "--check-speeds takes one of" in capsys.readouterr().err
+    assert cli.main(["bench-report", str(tmp_path), "--cost-check", str(tmp_path / "none")]) == 2
+    assert "has no recorded runs to fit the cost model on" in capsys.readouterr().err
