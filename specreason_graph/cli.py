@@ -275,7 +275,8 @@ def _print_summary(final: dict[str, Any], trace: list, wall: float, gold: str | 
 def _bench_run(args: argparse.Namespace, modes: list[Mode], out: Path,
                **override: Any) -> runner.BenchResult:
     try:
-        problems = datasets.select(args.dataset, limit=args.limit, ids=args.ids, offset=args.offset)
+        problems = datasets.select(args.dataset, limit=args.limit, ids=args.ids, offset=args.offset,
+                                   levels=args.levels)
     except (KeyError, ValueError) as exc:
         raise CliError(str(exc).strip("'\"")) from None
     ctx = context_from_args(args, **override)
@@ -496,6 +497,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--limit", type=int, help="this many problems (default: all)")
         p.add_argument("--offset", type=int, default=0, help="start at this position")
         p.add_argument("--ids", help="problem ids, comma-separated; a-b ranges for numeric ids")
+        p.add_argument("--levels", help="only these difficulty levels, e.g. 1 or 1-2 (math500)")
         p.add_argument("--samples", type=int, default=1, help="runs per problem and mode (pass@1 "
                                                               "averaged; the paper used 16)")
         p.add_argument("--concurrency", type=int, default=1, help="runs in flight at once")

@@ -30,6 +30,8 @@ class Problem:
     answer: str
     """Gold answer: a number/expression, or a letter for GPQA."""
     prompt: Literal["math", "multiple_choice"] = "math"
+    level: int | None = None
+    """Difficulty level where the dataset gives one (MATH500: 1-5)."""
 
 
 def _jsonl(name: str) -> list[dict]:
@@ -45,8 +47,8 @@ def load(dataset: str) -> tuple[Problem, ...]:
                              row["answer"].split("####")[-1].strip().replace(",", ""))
                      for i, row in enumerate(_jsonl("gsm8k_test.jsonl")))
     if dataset == "math500":
-        return tuple(Problem("math500", row["unique_id"], row["problem"], row["answer"])
-                     for row in _jsonl("math500_test.jsonl"))
+        return tuple(Problem("math500", row["unique_id"], row["problem"], row["answer"],
+                             level=int(row["level"])) for row in _jsonl("math500_test.jsonl"))
     if dataset in ("aime24", "aime25"):
         return tuple(Problem(dataset, str(row["id"]), row["problem"], str(row["answer"]))
                      for row in _jsonl(f"{dataset}.jsonl"))
@@ -82,10 +84,20 @@ def get(dataset: str, problem_id: str) -> Problem:
 
 
 def select(dataset: str, *, limit: int | None = None, ids: str | None = None,
-           offset: int = 0) -> list[Problem]:
+           offset: int = 0, levels: str | None = None) -> list[Problem]:
     """A slice of ``dataset``: the problems named in ``ids`` (comma-separated, ``a-b`` ranges of
-    GSM8K/AIME's numeric ids allowed), else ``limit`` problems from position ``offset``, in file order."""
+    GSM8K/AIME's numeric ids allowed), else ``limit`` problems from position ``offset``, in file order.
+    ``levels`` ("1,2" or "1-2", MATH500) keeps only problems of those difficulty levels first."""
     problems = load(dataset)
+    if levels:
+        if ids:
+            raise ValueError("give --ids or --levels, not both")
+        wanted = _levels(levels)
+        if all(p.level is None for p in problems):
+            raise ValueError(f"{dataset} has no difficulty levels; --levels is for math500")
+        problems = tuple(p for p in problems if p.level in wanted)
+        if not problems:
+            raise ValueError(f"{dataset} has no problems at --levels {levels}")
     if ids:
         chosen: list[Problem] = []
         for part in (p.strip() for p in ids.split(",")):
@@ -104,10 +116,22 @@ def select(dataset: str, *, limit: int | None = None, ids: str | None = None,
         problems = tuple(chosen)
     else:
         if offset < 0 or offset >= len(problems):
-            raise ValueError(f"--offset {offset} is outside {dataset}'s {len(problems)} problems")
+            raise ValueError(f"--offset {offset} is outside {dataset}'s {len(problems)} problems"
+                             + (f" at --levels {levels}" if levels else ""))
         problems = problems[offset:]
     if limit is not None:
         if limit < 1:
             raise ValueError(f"--limit must be at least 1, got {limit}")
         problems = problems[:limit]
     return list(problems)
+
+
+def _levels(text: str) -> set[int]:
+    wanted: set[int] = set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        first, dash, last = part.partition("-")
+        try:
+            wanted |= set(range(int(first), int(last) + 1)) if dash else {int(part)}
+        except ValueError:
+            raise ValueError(f"--levels takes numbers and ranges like 1,2 or 1-2, got {text!r}") from None
+    return wanted

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -621,6 +622,28 @@ def test_select_other_datasets():
     assert datasets.select("gsm8k", ids="0") == [P0]
     gpqa = datasets.select("gpqa", limit=1)
     assert gpqa[0].prompt == "multiple_choice"
+
+
+def test_select_math500_by_level():
+    """MATH500 has 43 level-1 and 90 level-2 problems; --levels filters before offset and limit."""
+    level1 = datasets.select("math500", levels="1")
+    assert len(level1) == 43 and {p.level for p in level1} == {1}
+    assert [p.id for p in level1] == [p.id for p in datasets.load("math500") if p.level == 1]
+    both = datasets.select("math500", levels="1-2")
+    assert len(both) == 133 and both == datasets.select("math500", levels="1,2")
+    assert datasets.select("math500", levels="1", offset=40, limit=10) == level1[40:]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"dataset": "gsm8k", "levels": "1"}, "gsm8k has no difficulty levels; --levels is for math500"),
+    ({"dataset": "math500", "levels": "9"}, "math500 has no problems at --levels 9"),
+    ({"dataset": "math500", "levels": "easy"}, "--levels takes numbers and ranges like 1,2 or 1-2"),
+    ({"dataset": "math500", "levels": "1", "ids": "x"}, "give --ids or --levels, not both"),
+    ({"dataset": "math500", "levels": "1", "offset": 43}, "outside math500's 43 problems at --levels 1"),
+])
+def test_select_levels_refuses(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        datasets.select(kwargs.pop("dataset"), **kwargs)
 
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
