@@ -151,6 +151,12 @@ def test_bench_cli_interrupted_then_resumed(local_servers, slow_base, tmp_path):
     meta = json.loads((out / META_FILE).read_text())
     assert [s["interrupted"] for s in meta["segments"]] == [True, False]
     assert meta["segments"][1]["runs"] == meta["segments"][1]["completed"] == 4 - len(before)
+    # Each resumed run sampled the servers' queues (through the proxy) and saw nothing but its own
+    # requests: at most 2 in flight at concurrency 2.
+    for record in after[len(before):]:
+        assert record["concurrency"] == 2
+        assert record["load"]["samples"] >= 1, record["load"]
+        assert record["load"]["others"] == 0 and 1 <= record["load"]["peak_requests"] <= 2
 
     # Traces: base-only is all base, no judge; small-only is all small, no judge.
     for record in after:
@@ -219,7 +225,11 @@ def test_run_bench_spec_records_judge_cache_and_builds_report(local_servers, tmp
     # What runs.jsonl holds is the record as returned (tuples come back from JSON as lists).
     assert load_records(tmp_path) == json.loads(json.dumps(result.records, default=str))
 
+    assert record["concurrency"] == 1 and record["load"]["samples"] >= 1
+    assert record["load"]["peak_requests"] == 1 and record["load"]["others"] == 0
+
     summary = report.build(tmp_path)
+    assert summary["load"] == {"concurrency": 1, "runs": 1, "load_unknown": 0, "peak_requests": 1}
     (row,) = summary["rows"]
     assert row["mode"] == "specreason t=0" and row["runs"] == 1
     assert row["acceptance"] == 1.0
