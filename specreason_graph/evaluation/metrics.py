@@ -68,7 +68,11 @@ class LoadWatch:
 
     vLLM does not say whose requests they are. A benchmark with ``c`` runs in flight holds at most
     ``c`` requests at once (a run makes one call at a time), so anything above ``c`` is another
-    client's: ``others`` is that excess at its peak, a lower bound on the traffic that was not ours.
+    client's: ``others`` is that excess, a lower bound on the traffic that was not ours. It counts
+    only an excess seen in two samples in a row: a request that ends at a stop string stays in
+    vLLM's ``num_requests_running`` for a moment after its reply has arrived (the server aborts it
+    after detokenizing), so one sample may count our previous call on one server next to our next
+    call on the other. ``excess_samples`` says how many samples saw any excess at all.
     """
 
     def __init__(self, urls: Sequence[str], interval: float = 1.0,
@@ -103,6 +107,8 @@ class LoadWatch:
         """What the servers held between ``start`` and ``end`` (``time.monotonic()``) while this
         benchmark had at most ``ours`` requests in flight."""
         seen = [n for t, n in list(self.samples) if start <= t <= end]
-        peak = max(seen, default=None)
-        return {"samples": len(seen), "peak_requests": peak,
-                "others": None if peak is None else max(0.0, peak - ours)}
+        excess = [max(0.0, n - ours) for n in seen]
+        sustained = [min(a, b) for a, b in zip(excess, excess[1:], strict=False)]
+        return {"samples": len(seen), "peak_requests": max(seen, default=None),
+                "others": max(sustained, default=0.0) if seen else None,
+                "excess_samples": sum(1 for e in excess if e > 0)}

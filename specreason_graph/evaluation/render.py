@@ -62,8 +62,9 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += [f"Server load: {seen} of {load['runs']} runs sampled vLLM's queues while in "
                   f"flight and none saw another client's request (peak "
                   f"{load['peak_requests']:g} request(s) on the servers at once)"
-                  + (f"; {load['load_unknown']} runs were recorded before loads were, or were too "
-                     "short to sample." if load["load_unknown"] else "."), ""]
+                  + (f"; the load of {load['load_unknown']} runs is not known (recorded before "
+                     "loads were, or by the first, peak-only watch, or too short to sample)."
+                     if load["load_unknown"] else "."), ""]
     if ctx:
         lines += [f"Budget {ctx.get('token_budget')} tokens, ≤ {ctx.get('max_step_tokens')} per "
                   f"step, temperature {ctx.get('temperature')}, top_p {ctx.get('top_p')}; "

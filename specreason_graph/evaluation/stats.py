@@ -26,9 +26,16 @@ REFERENCE = "base-only"
 
 # --- which runs may be compared ------------------------------------------------------------------
 
+def load_known(record: dict[str, Any]) -> bool:
+    """The run's load was sampled under the two-samples-in-a-row rule of :class:`.LoadWatch`
+    (records made before it, or by its first peak-only version, carry no verdict)."""
+    load = record.get("load") or {}
+    return bool(load.get("samples")) and "excess_samples" in load
+
+
 def saw_others(record: dict[str, Any]) -> bool:
     """The servers held requests beyond the benchmark's own while this run was in flight."""
-    return bool((record.get("load") or {}).get("others"))
+    return load_known(record) and bool(record["load"]["others"])
 
 
 def comparable(records: dict[str, dict[str, Any]], where: str = "this folder") -> dict[str, Any]:
@@ -54,7 +61,7 @@ def comparable(records: dict[str, dict[str, Any]], where: str = "this folder") -
                          f"another client (up to {peak:g} beyond the benchmark's own; {modes}): "
                          "their times are not this concurrency's. Run the same bench command again "
                          "with nothing else on the servers: it runs exactly those again.")
-    unknown = sum(1 for r in records.values() if not (r.get("load") or {}).get("samples"))
+    unknown = sum(1 for r in records.values() if not load_known(r))
     return {"concurrency": next(iter(levels), None), "runs": len(records),
             "load_unknown": unknown,
             "peak_requests": max(((r.get("load") or {}).get("peak_requests") or 0

@@ -774,9 +774,24 @@ def test_load_watch_keeps_samples_only_when_every_server_answers():
         watch.sample()
     assert [n for _, n in watch.samples] == [1.0, 3.0]
     everything = watch.window(float("-inf"), float("inf"), ours=1)
-    assert everything == {"samples": 2, "peak_requests": 3.0, "others": 2.0}
-    assert watch.window(0, 0, ours=1) == {"samples": 0, "peak_requests": None, "others": None}
+    assert everything == {"samples": 2, "peak_requests": 3.0, "others": 0.0, "excess_samples": 1}
+    assert watch.window(0, 0, ours=1) == {"samples": 0, "peak_requests": None, "others": None,
+                                          "excess_samples": 0}
     assert watch.window(float("-inf"), watch.samples[0][0], ours=1)["others"] == 0.0
+
+
+def test_load_watch_counts_only_an_excess_seen_twice_in_a_row():
+    """A stop-string reply leaves its request in vLLM's running gauge for a moment: one sample
+    above our own requests is that lag; two in a row are another client's."""
+    totals = iter([1.0, 2.0, 1.0, 3.0, 4.0, 1.0])
+    watch = metrics.LoadWatch(["a"], read=lambda url: {"running": next(totals)})
+    for _ in range(6):
+        watch.sample()
+    load = watch.window(float("-inf"), float("inf"), ours=1)
+    assert load == {"samples": 6, "peak_requests": 4.0, "others": 2.0, "excess_samples": 3}
+    lag_only = metrics.LoadWatch(["a"], read=lambda url: {"running": 2.0})
+    lag_only.sample()
+    assert lag_only.window(float("-inf"), float("inf"), ours=1)["others"] == 0.0
 
 
 def test_each_run_records_its_concurrency_and_the_load_it_saw(tmp_path, monkeypatch):
@@ -794,7 +809,7 @@ def test_each_run_records_its_concurrency_and_the_load_it_saw(tmp_path, monkeypa
     assert first["load"]["samples"] >= 1 and first["load"]["others"] == 0.0
     assert meta(out)["segments"][0]["load"]["others"] == 0.0
 
-    held["n"] = 3.0  # two requests from another client: half of the URL pair's sum is ours at most
+    held["n"] = 3.0  # two requests from another client on each sample
     out2 = tmp_path / "loaded"
     run_bench(slow.graph, [P0], modes("small"), ctx(), out2, load_interval=0.01)
     assert lines(out2)[0]["load"]["others"] > 0

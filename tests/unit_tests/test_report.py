@@ -527,7 +527,8 @@ def test_the_report_refuses_runs_taken_at_different_concurrency(benchmark, tmp_p
 def test_the_report_refuses_runs_timed_alongside_another_client(benchmark, tmp_path):
     (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
     _rewrite(tmp_path, lambda i, r: {**r, "load": {"samples": 4, "peak_requests": 2 + 3 * (i == 5),
-                                                   "others": float(3 * (i == 5))}})
+                                                   "others": float(3 * (i == 5)),
+                                                   "excess_samples": 2 * (i == 5)}})
     with pytest.raises(ValueError, match=r"1 run\(s\) in .* held requests from another client \(up to 3 "
                                          r"beyond the benchmark's own; .* ×1\).*runs exactly those"):
         report.build(tmp_path)
@@ -536,6 +537,19 @@ def test_the_report_refuses_runs_timed_alongside_another_client(benchmark, tmp_p
     assert summary["load"] == {"concurrency": 2, "runs": 8, "load_unknown": 0, "peak_requests": 2}
     assert "8 of 8 runs sampled vLLM's queues while in flight and none saw another client's " \
            "request (peak 2 request(s) on the servers at once)." in (tmp_path / "summary.md").read_text()
+
+
+def test_a_peak_only_load_record_has_no_verdict(benchmark, tmp_path):
+    """The first LoadWatch kept only the peak, which vLLM's gauge lag after a stop string can
+    raise by one: such records are counted as unknown, neither refused nor run again."""
+    from specreason_graph.evaluation.stats import saw_others
+    (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
+    _rewrite(tmp_path, lambda i, r: {**r, "load": {"samples": 9, "peak_requests": 3, "others": 1.0}})
+    summary = report.build(tmp_path)
+    assert summary["load"]["load_unknown"] == 8
+    assert "the load of 8 runs is not known" in (tmp_path / "summary.md").read_text()
+    assert not saw_others({"load": {"samples": 9, "peak_requests": 3, "others": 1.0}})
+    assert saw_others({"load": {"samples": 9, "peak_requests": 3, "others": 1.0, "excess_samples": 2}})
 
 
 def test_runs_recorded_before_loads_were_are_counted_not_refused(benchmark, tmp_path):
