@@ -59,12 +59,15 @@ def markdown(summary: dict[str, Any]) -> str:
              "interleaved problem by problem so they share the load.", ""]
     if load := s.get("load"):
         seen = load["runs"] - load["load_unknown"]
-        lines += [f"Server load: {seen} of {load['runs']} runs sampled vLLM's queues while in "
-                  f"flight and none saw another client's request (peak "
-                  f"{load['peak_requests']:g} request(s) on the servers at once)"
-                  + (f"; the load of {load['load_unknown']} runs is not known (recorded before "
-                     "loads were, or by the first, peak-only watch, or too short to sample)."
-                     if load["load_unknown"] else "."), ""]
+        unknown = (f"the load of {load['load_unknown']} runs is not known (recorded before loads "
+                   "were, an excess seen by the first, peak-only watch, or too short to sample)")
+        if seen:
+            lines += [f"Server load: {seen} of {load['runs']} runs sampled vLLM's queues while in "
+                      f"flight and none saw another client's request (peak "
+                      f"{load['peak_requests']:g} request(s) on the servers at once)"
+                      + (f"; {unknown}." if load["load_unknown"] else "."), ""]
+        else:
+            lines += [f"Server load: {unknown[0].upper()}{unknown[1:]}.", ""]
     if ctx:
         lines += [f"Budget {ctx.get('token_budget')} tokens, ≤ {ctx.get('max_step_tokens')} per "
                   f"step, temperature {ctx.get('temperature')}, top_p {ctx.get('top_p')}; "

@@ -27,10 +27,12 @@ REFERENCE = "base-only"
 # --- which runs may be compared ------------------------------------------------------------------
 
 def load_known(record: dict[str, Any]) -> bool:
-    """The run's load was sampled under the two-samples-in-a-row rule of :class:`.LoadWatch`
-    (records made before it, or by its first peak-only version, carry no verdict)."""
+    """The run's load was sampled and says whether another client was there: under the
+    two-samples-in-a-row rule of :class:`.LoadWatch`, or with no excess at all. Records made before
+    loads were, and excesses seen by the first, peak-only watch (which vLLM's gauge lag alone can
+    make), carry no verdict."""
     load = record.get("load") or {}
-    return bool(load.get("samples")) and "excess_samples" in load
+    return bool(load.get("samples")) and ("excess_samples" in load or load.get("others") == 0)
 
 
 def saw_others(record: dict[str, Any]) -> bool:
@@ -64,8 +66,8 @@ def comparable(records: dict[str, dict[str, Any]], where: str = "this folder") -
     unknown = sum(1 for r in records.values() if not load_known(r))
     return {"concurrency": next(iter(levels), None), "runs": len(records),
             "load_unknown": unknown,
-            "peak_requests": max(((r.get("load") or {}).get("peak_requests") or 0
-                                  for r in records.values()), default=0)}
+            "peak_requests": max((r["load"]["peak_requests"] or 0
+                                  for r in records.values() if load_known(r)), default=0)}
 
 
 def _count_by(runs: Sequence[dict[str, Any]], field: str) -> dict[str, int]:

@@ -547,8 +547,15 @@ def test_a_peak_only_load_record_has_no_verdict(benchmark, tmp_path):
     _rewrite(tmp_path, lambda i, r: {**r, "load": {"samples": 9, "peak_requests": 3, "others": 1.0}})
     summary = report.build(tmp_path)
     assert summary["load"]["load_unknown"] == 8
-    assert "the load of 8 runs is not known" in (tmp_path / "summary.md").read_text()
+    assert "Server load: The load of 8 runs is not known" in (tmp_path / "summary.md").read_text()
     assert not saw_others({"load": {"samples": 9, "peak_requests": 3, "others": 1.0}})
+    _rewrite(tmp_path, lambda i, r: {**r, "load": {"samples": 9, "peak_requests": 1 + (i < 3),
+                                                   "others": float(i < 3)}})
+    summary = report.build(tmp_path)  # no excess at all is a verdict under either watch
+    assert summary["load"]["load_unknown"] == 3 and summary["load"]["peak_requests"] == 1
+    assert ("5 of 8 runs sampled vLLM's queues while in flight and none saw another client's "
+            "request (peak 1 request(s) on the servers at once); the load of 3 runs is not known"
+            ) in (tmp_path / "summary.md").read_text()
     assert saw_others({"load": {"samples": 9, "peak_requests": 3, "others": 1.0, "excess_samples": 2}})
 
 
@@ -557,7 +564,7 @@ def test_runs_recorded_before_loads_were_are_counted_not_refused(benchmark, tmp_
     _rewrite(tmp_path, lambda i, r: {k: v for k, v in r.items() if k != "load"})
     summary = report.build(tmp_path)
     assert summary["load"]["load_unknown"] == 8
-    assert "0 of 8 runs sampled" in (tmp_path / "summary.md").read_text()
+    assert "Server load: The load of 8 runs is not known" in (tmp_path / "summary.md").read_text()
 
 
 # --- the cost model checked at one run in flight -------------------------------------------------
