@@ -69,16 +69,19 @@ class LoadWatch:
     vLLM does not say whose requests they are. A benchmark with ``c`` runs in flight holds at most
     ``c`` requests at once (a run makes one call at a time), so anything above ``c`` is another
     client's: ``others`` is that excess, a lower bound on the traffic that was not ours. It counts
-    only an excess seen in two samples in a row: a request that ends at a stop string stays in
-    vLLM's ``num_requests_running`` for a moment after its reply has arrived (the server aborts it
-    after detokenizing), so one sample may count our previous call on one server next to our next
-    call on the other. ``excess_samples`` says how many samples saw any excess at all.
+    only an excess seen in ``sustain`` samples in a row: vLLM's ``num_requests_running`` can still
+    count a request for seconds after its reply has arrived (measured at one run in flight with
+    nothing else on the servers: after a base-model rewrite ended at the step delimiter, the base
+    server still counted it for ~3 s while the small server drafted the next step — its engine gets
+    little CPU then), so a short excess is our previous call on one server next to our next call on
+    the other. Another client's requests (a second benchmark decoding at a few tokens a second) last
+    far longer than ``sustain`` samples. ``excess_samples`` says how many samples saw any excess.
     """
 
     def __init__(self, urls: Sequence[str], interval: float = 1.0,
                  read: Callable[[str], dict[str, float] | None] | None = None,
-                 keep_s: float = 6 * 3600):
-        self.urls, self.interval = list(urls), interval
+                 keep_s: float = 6 * 3600, sustain: int = 10):
+        self.urls, self.interval, self.sustain = list(urls), interval, sustain
         self.read = read or (lambda url: scrape(url, LOAD_GAUGES, timeout=max(interval, 1.0)))
         self.samples: deque[tuple[float, float]] = deque(maxlen=max(1, int(keep_s / interval)))
         self._stop = threading.Event()
@@ -108,7 +111,8 @@ class LoadWatch:
         benchmark had at most ``ours`` requests in flight."""
         seen = [n for t, n in list(self.samples) if start <= t <= end]
         excess = [max(0.0, n - ours) for n in seen]
-        sustained = [min(a, b) for a, b in zip(excess, excess[1:], strict=False)]
+        sustained = [min(excess[i:i + self.sustain])
+                     for i in range(len(excess) - self.sustain + 1)]
         return {"samples": len(seen), "peak_requests": max(seen, default=None),
                 "others": max(sustained, default=0.0) if seen else None,
                 "excess_samples": sum(1 for e in excess if e > 0)}

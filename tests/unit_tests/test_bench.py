@@ -780,18 +780,23 @@ def test_load_watch_keeps_samples_only_when_every_server_answers():
     assert watch.window(float("-inf"), watch.samples[0][0], ours=1)["others"] == 0.0
 
 
-def test_load_watch_counts_only_an_excess_seen_twice_in_a_row():
-    """A stop-string reply leaves its request in vLLM's running gauge for a moment: one sample
-    above our own requests is that lag; two in a row are another client's."""
-    totals = iter([1.0, 2.0, 1.0, 3.0, 4.0, 1.0])
-    watch = metrics.LoadWatch(["a"], read=lambda url: {"running": next(totals)})
-    for _ in range(6):
+def test_load_watch_counts_only_an_excess_that_lasts():
+    """vLLM's running gauge lags a reply by seconds: a short excess over our own requests is that
+    lag; ``sustain`` samples in a row (10 by default) are another client's."""
+    assert metrics.LoadWatch(["a"]).sustain == 10
+    totals = iter([1.0, 2.0, 2.0, 1.0, 3.0, 4.0, 3.0, 1.0])
+    watch = metrics.LoadWatch(["a"], read=lambda url: {"running": next(totals)}, sustain=3)
+    for _ in range(8):
         watch.sample()
     load = watch.window(float("-inf"), float("inf"), ours=1)
-    assert load == {"samples": 6, "peak_requests": 4.0, "others": 2.0, "excess_samples": 3}
-    lag_only = metrics.LoadWatch(["a"], read=lambda url: {"running": 2.0})
+    assert load == {"samples": 8, "peak_requests": 4.0, "others": 2.0, "excess_samples": 5}
+    lag_only = metrics.LoadWatch(["a"], read=lambda url: {"running": 2.0}, sustain=3)
+    lag_only.sample()
     lag_only.sample()
     assert lag_only.window(float("-inf"), float("inf"), ours=1)["others"] == 0.0
+    strict = metrics.LoadWatch(["a"], read=lambda url: {"running": 2.0}, sustain=1)
+    strict.sample()
+    assert strict.window(float("-inf"), float("inf"), ours=1)["others"] == 1.0
 
 
 def test_each_run_records_its_concurrency_and_the_load_it_saw(tmp_path, monkeypatch):
@@ -801,7 +806,7 @@ def test_each_run_records_its_concurrency_and_the_load_it_saw(tmp_path, monkeypa
     monkeypatch.setattr(metrics, "scrape", lambda url, names=None, timeout=10.0: (
         {"vllm:num_requests_running": held["n"], "vllm:num_requests_waiting": 0.0}
         if names == metrics.LOAD_GAUGES else None))
-    slow = Pair(hook=lambda messages, kwargs: time.sleep(0.05))
+    slow = Pair(hook=lambda messages, kwargs: time.sleep(0.3))  # ≥ 10 samples: a lasting excess
     out = tmp_path / "out"
     run_bench(slow.graph, [P0], modes("small"), ctx(), out, load_interval=0.01)
     (first,) = lines(out)
