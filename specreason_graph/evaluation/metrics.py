@@ -68,14 +68,12 @@ class LoadWatch:
 
     vLLM does not say whose requests they are. A benchmark with ``c`` runs in flight holds at most
     ``c`` requests at once (a run makes one call at a time), so anything above ``c`` is another
-    client's: ``others`` is that excess, a lower bound on the traffic that was not ours. It counts
-    only an excess seen in ``sustain`` samples in a row: vLLM's ``num_requests_running`` can still
-    count a request for seconds after its reply has arrived (measured at one run in flight with
-    nothing else on the servers: after a base-model rewrite ended at the step delimiter, the base
-    server still counted it for ~3 s while the small server drafted the next step — its engine gets
-    little CPU then), so a short excess is our previous call on one server next to our next call on
-    the other. Another client's requests (a second benchmark decoding at a few tokens a second) last
-    far longer than ``sustain`` samples. ``excess_samples`` says how many samples saw any excess.
+    client's — in principle. ``others`` counts an excess seen in ``sustain`` samples in a row and
+    ``excess_samples`` any excess at all. Measured at one run in flight with nothing else on the
+    servers: after a base-model rewrite ended at the step delimiter, the base server still counted a
+    request while the small server drafted the next step, for ~3 s and in a longer run for tens of
+    samples (vLLM's gauge lagging on a CPU the other server saturates, or a request of ours still
+    running: not yet found). So the report counts these runs and does not refuse them.
     """
 
     def __init__(self, urls: Sequence[str], interval: float = 1.0,

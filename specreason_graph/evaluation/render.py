@@ -61,10 +61,13 @@ def markdown(summary: dict[str, Any]) -> str:
         seen = load["runs"] - load["load_unknown"]
         unknown = (f"the load of {load['load_unknown']} runs is not known (recorded before loads "
                    "were, an excess seen by the first, peak-only watch, or too short to sample)")
+        excess = load.get("excess_by_mode") or {}
         if seen:
             lines += [f"Server load: {seen} of {load['runs']} runs sampled vLLM's queues while in "
-                      f"flight and none saw another client's request (peak "
-                      f"{load['peak_requests']:g} request(s) on the servers at once)"
+                      f"flight (peak {load['peak_requests']:g} request(s) on the servers at once); "
+                      + (f"{sum(excess.values())} of them saw more requests than the bench's own "
+                         "for 10 s or more (" + ", ".join(f"{m} ×{n}" for m, n in excess.items())
+                         + ")" if excess else "none saw more requests than the bench's own")
                       + (f"; {unknown}." if load["load_unknown"] else "."), ""]
         else:
             lines += [f"Server load: {unknown[0].upper()}{unknown[1:]}.", ""]

@@ -10,13 +10,12 @@ hold yet, refusing a folder made with other settings. :class:`Workers` interleav
 (:func:`run_bench`'s loop) grades each finished run in the main thread (math-verify's signal timeouts
 work there), appends it to ``runs.jsonl`` at once and keeps the tally, so an interrupted benchmark
 (Ctrl-C, a crash) keeps every finished run and the same command resumes with the rest. Runs that
-failed are recorded with their error and run again on resume, and so are runs timed while another
-client's requests were on the servers.
+failed are recorded with their error and run again on resume.
 
 Every record carries the concurrency it ran at and the load the servers held meanwhile
 (:class:`.metrics.LoadWatch`: requests beyond this benchmark's own are another client's), and the
 folder is locked while a benchmark writes to it (:func:`.records.locked`), so two benchmarks never
-share a folder and the report can refuse figures measured alongside other traffic.
+share a folder and the report can say what load its figures were measured under.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ from specreason_graph.evaluation.datasets import Problem
 from specreason_graph.evaluation.metrics import LoadWatch, scrape
 from specreason_graph.evaluation.modes import Mode
 from specreason_graph.evaluation.records import Record
-from specreason_graph.evaluation.stats import saw_others
 from specreason_graph.trace import summarize
 
 Task = tuple[Problem, int, Mode]
@@ -113,8 +111,8 @@ def check_request(problems: Sequence[Problem], modes: Sequence[Mode], samples: i
 
 
 def _again(record: Record | None) -> bool:
-    """Run it (again): never run, failed, or timed alongside another client's requests."""
-    return record is None or record.get("error") is not None or saw_others(record)
+    """Run it (again): never run, or failed."""
+    return record is None or record.get("error") is not None
 
 
 def _settings(problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context,
