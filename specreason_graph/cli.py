@@ -362,10 +362,7 @@ def _finish(result: runner.BenchResult, code: int) -> int:
 def cmd_bench_report(args: argparse.Namespace) -> int:
     try:
         gpu = parse_gpu(args.gpu) if args.gpu else None
-        try:
-            speeds = parse_gpu(args.check_speeds)
-        except ValueError as exc:
-            raise ValueError(str(exc).replace("--gpu", "--check-speeds")) from None
+        speeds = parse_gpu(args.check_speeds, "--check-speeds")
         loaded = Path(args.cost_check) if args.cost_check else None
         summary = report.build(Path(args.out), gpu=gpu, cost_check=loaded, check_speeds=speeds)
     except ValueError as exc:
@@ -384,9 +381,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                        "every judge)")
     mode = parse_mode("spec:t=0,judge=score,name=calibration")
     try:
-        speeds = parse_gpu(args.speeds)
+        speeds = parse_gpu(args.speeds, "--speeds")
     except ValueError as exc:
-        raise CliError(str(exc).replace("--gpu", "--speeds")) from None
+        raise CliError(str(exc)) from None
     out = Path(args.out or f"benchmarks/results/calibration-{args.dataset}")
     others = [name for name in JUDGE_NAMES if name not in ("score", "cascade")]
     result = _bench_run(args, [mode], out, also_judge=others)

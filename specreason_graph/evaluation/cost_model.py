@@ -68,13 +68,13 @@ GPU_PROFILES = {
 }
 
 
-def parse_gpu(text: str) -> GpuProfile:
+def parse_gpu(text: str, flag: str = "--gpu") -> GpuProfile:
     if text in GPU_PROFILES:
         return GPU_PROFILES[text]
     try:
         small, base, prefill, overhead = (float(x) for x in text.split(","))
     except ValueError:
-        raise ValueError(f"--gpu takes one of {', '.join(GPU_PROFILES)} or four numbers "
+        raise ValueError(f"{flag} takes one of {', '.join(GPU_PROFILES)} or four numbers "
                          "small_decode_tps,base_decode_tps,base_prefill_tps,overhead_s") from None
     return GpuProfile("user-given", small, base, prefill, overhead, "speeds given by the user")
 

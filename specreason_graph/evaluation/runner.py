@@ -73,8 +73,8 @@ class Plan:
 
 def resume(out: Path, problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context,
            samples: int, concurrency: int, seed: int | None) -> Plan:
-    """Check the request, read what ``out`` holds, and open a new segment for the runs left."""
-    check_request(problems, modes, samples, concurrency)
+    """Read what ``out`` holds (the request passed :func:`check_request`), and open a new segment
+    for the runs left."""
     names = [m.name for m in modes]
     out.mkdir(parents=True, exist_ok=True)
     settings = _settings(problems, modes, ctx, samples)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,9 +49,7 @@ def comparable(records: dict[str, dict[str, Any]], where: str = "this folder") -
     report shows them, but not refused: with nothing else on the servers, the calibrated cascade's
     runs show such an excess too, and until that is understood the count cannot tell another client.
     """
-    levels: dict[Any, int] = defaultdict(int)
-    for r in records.values():
-        levels[r.get("concurrency")] += 1
+    levels = Counter(r.get("concurrency") for r in records.values())
     if len(levels) > 1:
         found = " and ".join(f"{c} ({n} runs)" for c, n in sorted(levels.items(), key=str))
         raise ValueError(f"{where} mixes runs taken at concurrency {found}: a speedup between them "
@@ -63,14 +61,7 @@ def comparable(records: dict[str, dict[str, Any]], where: str = "this folder") -
             "load_unknown": unknown,
             "peak_requests": max((r["load"]["peak_requests"] or 0
                                   for r in records.values() if load_known(r)), default=0),
-            "excess_by_mode": dict(sorted(_count_by(loaded, "mode").items()))}
-
-
-def _count_by(runs: Sequence[dict[str, Any]], field: str) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for r in runs:
-        counts[r[field]] += 1
-    return counts
+            "excess_by_mode": dict(sorted(Counter(r["mode"] for r in loaded).items()))}
 
 
 # --- per mode ------------------------------------------------------------------------------------
