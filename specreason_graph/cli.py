@@ -18,12 +18,13 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 import typing
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import openai
 from pydantic import ValidationError
@@ -542,10 +543,29 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a CI job's timeout, a ``nohup``'d bench stopped by hand) stops a command
+    the way Ctrl-C does: a bench keeps its finished runs and closes its segment with an end time,
+    and the servers it started are stopped. Only the main thread can install a handler."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (the CLI driven from a thread): leave it be
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        with terminate_as_interrupt():
+            return args.func(args)
     except CliError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         return 2

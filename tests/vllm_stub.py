@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -19,8 +20,9 @@ class VLLMStub:
     """``with VLLMStub(model="m") as stub:`` serves at ``stub.url`` (``…/v1``)."""
 
     def __init__(self, model: str = "m", *, max_model_len: int = 10240, think: bool = False,
-                 answer: str = r"So the answer is \boxed{2}.", detokenize: bool = True):
-        self.model, self.max_model_len, self.think = model, max_model_len, think
+                 answer: str = r"So the answer is \boxed{2}.", detokenize: bool = True,
+                 delay: float = 0.0):
+        self.model, self.max_model_len, self.think, self.delay = model, max_model_len, think, delay
         self.answer, self.detokenize = answer, detokenize
         self.requests: list[tuple[str, dict[str, Any]]] = []
         stub = self
@@ -53,6 +55,7 @@ class VLLMStub:
                 if self.path == "/detokenize" and stub.detokenize:
                     return self._send(200, {"prompt": "".join(chr(t) for t in body["tokens"])})
                 if self.path == "/v1/chat/completions":
+                    time.sleep(stub.delay)  # a model that takes its time (``delay`` seconds)
                     return self._send(200, stub.complete(body))
                 self._send(404, {"error": "not found"})
 

@@ -180,3 +180,52 @@ def test_the_thinking_opener_comes_from_the_chat_template_unless_set(capsys, mon
         assert [m["role"] for m in first["messages"]] == ["user"]
         assert first["add_generation_prompt"] is True
     assert ("opens a think block" in err) == (think and flag is None and env is None)
+
+
+def test_sigterm_stops_a_bench_as_ctrl_c_does_and_the_segment_is_closed(tmp_path):
+    """``kill`` on a nohup'd bench: exit 130, the finished runs kept, the segment has an end."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from specreason_graph.evaluation.records import META_FILE, RUNS_FILE
+    from tests.vllm_stub import VLLMStub
+
+    out = tmp_path / "bench"
+    with VLLMStub(delay=0.3) as stub:
+        argv = [sys.executable, "-m", "specreason_graph.cli", "bench", "--dataset", "gsm8k",
+                "--limit", "20", "--modes", "base", "--out", str(out), "--no-serve",
+                "--base-url", stub.url, "--small-url", stub.url,
+                "--base-model", stub.model, "--small-model", stub.model]
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 cwd=os.getcwd())
+        try:
+            deadline = time.monotonic() + 60
+            while not ((out / RUNS_FILE).exists() and (out / RUNS_FILE).read_text().strip()):
+                assert child.poll() is None, child.communicate()[1][-2000:]
+                assert time.monotonic() < deadline, "no run finished in 60 s"
+                time.sleep(0.1)
+            child.send_signal(signal.SIGTERM)
+            _, err = child.communicate(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert child.returncode == 130, err[-2000:]
+    assert "Interrupted: finished runs are in" in err
+    kept = (out / RUNS_FILE).read_text().splitlines()
+    assert 1 <= len(kept) < 20
+    segment = json.loads((out / META_FILE).read_text())["segments"][-1]
+    assert segment["interrupted"] is True and segment["ended"]
+    assert segment["completed"] == len(kept)
+
+
+def test_the_sigterm_handler_is_put_back_after_the_command():
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), cli.terminate_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, in the main thread
+    assert signal.getsignal(signal.SIGTERM) == before
