@@ -22,9 +22,10 @@ import signal
 import sys
 import time
 import typing
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import openai
 from pydantic import ValidationError

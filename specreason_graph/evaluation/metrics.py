@@ -56,6 +56,7 @@ def prefix_cache(meta: dict[str, Any]) -> dict[str, float | None]:
 # --- load seen by each run -----------------------------------------------------------------------
 
 LOAD_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+ACTIVITY_COUNTERS = ("vllm:prompt_tokens_total", "vllm:generation_tokens_total")
 
 
 class LoadWatch:
@@ -68,20 +69,30 @@ class LoadWatch:
 
     vLLM does not say whose requests they are. A benchmark with ``c`` runs in flight holds at most
     ``c`` requests at once (a run makes one call at a time), so anything above ``c`` is another
-    client's — in principle. ``others`` counts an excess seen in ``sustain`` samples in a row and
-    ``excess_samples`` any excess at all. Measured at one run in flight with nothing else on the
-    servers: after a base-model rewrite ended at the step delimiter, the base server still counted a
-    request while the small server drafted the next step, for ~3 s and in a longer run for tens of
-    samples (vLLM's gauge lagging on a CPU the other server saturates, or a request of ours still
-    running: not yet found). So the report counts these runs and does not refuse them.
+    client's, once the gauge is read right:
+
+    - **A gauge on a server that served nothing is not believed.** vLLM publishes its gauges with
+      the engine's outputs. A reply that ends at a stop string (every step does) is finished by the
+      API server; the engine drops the request a step later and, idle, may publish nothing more, so
+      the gauge goes on counting it. Polled at one run in flight with nothing else on the servers,
+      the base server counted one request for seconds after its rewrite of a step had returned,
+      while its prompt and generation token counters stood still. So a server counts in a sample
+      only when its token counters moved since the previous sample (or cannot be read);
+      ``stale_samples`` says how many samples a gauge alone would have put above ``c``.
+    - **A short excess is not another client.** ``others`` counts an excess seen in ``sustain``
+      samples in a row; ``excess_samples`` any excess at all.
     """
 
     def __init__(self, urls: Sequence[str], interval: float = 1.0,
                  read: Callable[[str], dict[str, float] | None] | None = None,
                  keep_s: float = 6 * 3600, sustain: int = 10):
         self.urls, self.interval, self.sustain = list(urls), interval, sustain
-        self.read = read or (lambda url: scrape(url, LOAD_GAUGES, timeout=max(interval, 1.0)))
-        self.samples: deque[tuple[float, float]] = deque(maxlen=max(1, int(keep_s / interval)))
+        self.read = read or (lambda url: scrape(url, LOAD_GAUGES + ACTIVITY_COUNTERS,
+                                                timeout=max(interval, 1.0)))
+        # (time, requests on servers that moved, requests by the gauges alone)
+        self.samples: deque[tuple[float, float, float]] = deque(
+            maxlen=max(1, int(keep_s / interval)))
+        self._activity: dict[str, tuple[float, ...] | None] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True, name="load-watch")
 
@@ -95,9 +106,21 @@ class LoadWatch:
 
     def sample(self) -> None:
         """Read every server once; a sample is kept only when every server answered."""
-        totals = [self.read(url) for url in self.urls]
-        if totals and all(t is not None for t in totals):
-            self.samples.append((time.monotonic(), sum(sum(t.values()) for t in totals if t)))
+        readings = [(url, self.read(url)) for url in self.urls]
+        if not readings or any(r is None for _, r in readings):
+            return
+        active = total = 0.0
+        for url, reading in readings:
+            assert reading is not None
+            gauges = sum(v for k, v in reading.items() if k not in ACTIVITY_COUNTERS)
+            activity = (tuple(reading[k] for k in ACTIVITY_COUNTERS)
+                        if all(k in reading for k in ACTIVITY_COUNTERS) else None)
+            before = self._activity.get(url)
+            self._activity[url] = activity
+            idle = activity is not None and before is not None and activity == before
+            total += gauges
+            active += 0.0 if idle else gauges
+        self.samples.append((time.monotonic(), active, total))
 
     def _poll(self) -> None:
         while not self._stop.is_set():
@@ -107,10 +130,11 @@ class LoadWatch:
     def window(self, start: float, end: float, ours: int) -> dict[str, Any]:
         """What the servers held between ``start`` and ``end`` (``time.monotonic()``) while this
         benchmark had at most ``ours`` requests in flight."""
-        seen = [n for t, n in list(self.samples) if start <= t <= end]
-        excess = [max(0.0, n - ours) for n in seen]
+        seen = [(n, raw) for t, n, raw in list(self.samples) if start <= t <= end]
+        excess = [max(0.0, n - ours) for n, _ in seen]
         sustained = [min(excess[i:i + self.sustain])
                      for i in range(len(excess) - self.sustain + 1)]
-        return {"samples": len(seen), "peak_requests": max(seen, default=None),
+        return {"samples": len(seen), "peak_requests": max((n for n, _ in seen), default=None),
                 "others": max(sustained, default=0.0) if seen else None,
-                "excess_samples": sum(1 for e in excess if e > 0)}
+                "excess_samples": sum(1 for e in excess if e > 0),
+                "stale_samples": sum(1 for (n, raw) in seen if raw > ours >= n)}

@@ -68,7 +68,11 @@ def markdown(summary: dict[str, Any]) -> str:
                       + (f"{sum(excess.values())} of them saw more requests than the bench's own "
                          "for 10 s or more (" + ", ".join(f"{m} ×{n}" for m, n in excess.items())
                          + ")" if excess else "none saw more requests than the bench's own")
-                      + (f"; {unknown}." if load["load_unknown"] else "."), ""]
+                      + (f"; {unknown}" if load["load_unknown"] else "")
+                      + (f"; {load['gauge_checked']} of them read the gauges only on servers whose "
+                         f"token counters moved ({load['stale_samples']} sample(s) where a lagging "
+                         "gauge alone would have counted an excess)"
+                         if load.get("gauge_checked") else "") + ".", ""]
         else:
             lines += [f"Server load: {unknown[0].upper()}{unknown[1:]}.", ""]
     if ctx:

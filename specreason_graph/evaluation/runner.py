@@ -10,7 +10,8 @@ hold yet, refusing a folder made with other settings. :class:`Workers` interleav
 (:func:`run_bench`'s loop) grades each finished run in the main thread (math-verify's signal timeouts
 work there), appends it to ``runs.jsonl`` at once and keeps the tally, so an interrupted benchmark
 (Ctrl-C, a crash) keeps every finished run and the same command resumes with the rest. Runs that
-failed are recorded with their error and run again on resume.
+failed are recorded with their error and run again on resume, and so are runs taken while another
+client's requests were on the servers.
 
 Every record carries the concurrency it ran at and the load the servers held meanwhile
 (:class:`.metrics.LoadWatch`: requests beyond this benchmark's own are another client's), and the
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from specreason_graph.context import Context
-from specreason_graph.evaluation import grading, records
+from specreason_graph.evaluation import grading, records, stats
 from specreason_graph.evaluation.datasets import Problem
 from specreason_graph.evaluation.metrics import LoadWatch, scrape
 from specreason_graph.evaluation.modes import Mode
@@ -111,8 +112,8 @@ def check_request(problems: Sequence[Problem], modes: Sequence[Mode], samples: i
 
 
 def _again(record: Record | None) -> bool:
-    """Run it (again): never run, or failed."""
-    return record is None or record.get("error") is not None
+    """Run it (again): never run, failed, or taken alongside another client's requests."""
+    return record is None or record.get("error") is not None or stats.with_others(record)
 
 
 def _settings(problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context,

@@ -28,11 +28,17 @@ REFERENCE = "base-only"
 
 def load_known(record: dict[str, Any]) -> bool:
     """The run's load was sampled and says whether another client was there: under the
-    two-samples-in-a-row rule of :class:`.LoadWatch`, or with no excess at all. Records made before
+    ten-samples-in-a-row rule of :class:`.LoadWatch`, or with no excess at all. Records made before
     loads were, and excesses seen by the first, peak-only watch (which vLLM's gauge lag alone can
     make), carry no verdict."""
     load = record.get("load") or {}
     return bool(load.get("samples")) and ("excess_samples" in load or load.get("others") == 0)
+
+
+def gauge_checked(record: dict[str, Any]) -> bool:
+    """The run's load was read by the watch that believes a server's gauge only while its token
+    counters move (records with ``stale_samples``); earlier watches believed the gauge alone."""
+    return load_known(record) and "stale_samples" in record["load"]
 
 
 def saw_others(record: dict[str, Any]) -> bool:
@@ -40,14 +46,21 @@ def saw_others(record: dict[str, Any]) -> bool:
     return load_known(record) and bool(record["load"]["others"])
 
 
+def with_others(record: dict[str, Any]) -> bool:
+    """Another client's requests were on the servers, as far as the watch can tell: a run to
+    measure again (``bench`` does, the report refuses it)."""
+    return gauge_checked(record) and saw_others(record)
+
+
 def comparable(records: dict[str, dict[str, Any]], where: str = "this folder") -> dict[str, Any]:
     """Check that the runs' latencies can be set side by side, and say what is known of their load.
 
     Raises ValueError when the runs were taken at different concurrency (a speedup between them would
-    measure the load, not the method). Runs that saw more requests on the servers than the bench's
-    own for a while (:class:`.metrics.LoadWatch`) are counted by mode in ``excess_by_mode``, and the
-    report shows them, but not refused: with nothing else on the servers, the calibrated cascade's
-    runs show such an excess too, and until that is understood the count cannot tell another client.
+    measure the load, not the method), or when a run was taken alongside another client's requests
+    (:func:`with_others`; the same ``bench`` command measures such runs again). Runs read by an
+    earlier watch, which believed vLLM's gauges alone, are counted by mode in ``excess_by_mode``
+    when they saw an excess, and the report shows them; they are not refused, since that watch
+    cannot tell another client from a gauge that lags (:class:`.metrics.LoadWatch`).
     """
     levels = Counter(r.get("concurrency") for r in records.values())
     if len(levels) > 1:
@@ -55,10 +68,20 @@ def comparable(records: dict[str, dict[str, Any]], where: str = "this folder") -
         raise ValueError(f"{where} mixes runs taken at concurrency {found}: a speedup between them "
                          "would measure the load, not the method. Keep one concurrency per results "
                          "folder (bench --out).")
+    crowded = Counter(r["mode"] for r in records.values() if with_others(r))
+    if crowded:
+        found = ", ".join(f"{m} ×{n}" for m, n in sorted(crowded.items()))
+        raise ValueError(f"{where} has {sum(crowded.values())} run(s) taken while the servers held "
+                         f"another client's requests for 10 s or more ({found}): their times "
+                         "measure that client too. Run the same bench command again with nothing "
+                         "else on the servers: it measures those runs again.")
     loaded = [r for r in records.values() if saw_others(r)]
     unknown = sum(1 for r in records.values() if not load_known(r))
     return {"concurrency": next(iter(levels), None), "runs": len(records),
             "load_unknown": unknown,
+            "gauge_checked": sum(1 for r in records.values() if gauge_checked(r)),
+            "stale_samples": sum(r["load"]["stale_samples"] for r in records.values()
+                                 if gauge_checked(r)),
             "peak_requests": max((r["load"]["peak_requests"] or 0
                                   for r in records.values() if load_known(r)), default=0),
             "excess_by_mode": dict(sorted(Counter(r["mode"] for r in loaded).items()))}

@@ -18,7 +18,7 @@ import pytest
 
 from specreason_graph import compile_graph
 from specreason_graph.evaluation import datasets, report
-from specreason_graph.evaluation.metrics import PREFIX_COUNTERS
+from specreason_graph.evaluation.metrics import ACTIVITY_COUNTERS, PREFIX_COUNTERS, scrape
 from specreason_graph.evaluation.modes import parse_mode
 from specreason_graph.evaluation.records import META_FILE, RUNS_FILE, load_records
 from specreason_graph.evaluation.records import key as run_key
@@ -228,6 +228,10 @@ def test_run_bench_spec_records_judge_cache_and_builds_report(local_servers, tmp
     # One request at a time (a sample may fall between two calls, never on two at once).
     assert record["concurrency"] == 1 and record["load"]["samples"] >= 1
     assert record["load"]["peak_requests"] <= 1 and record["load"]["others"] == 0
+    assert "stale_samples" in record["load"]  # read by the watch that checks the gauges
+    for url in (ctx.base_url, ctx.small_url):  # ... by the token counters a real vLLM gives
+        counters = scrape(url, ACTIVITY_COUNTERS)
+        assert counters is not None and all(v > 0 for v in counters.values()), (url, counters)
 
     summary = report.build(tmp_path)
     assert summary["load"]["concurrency"] == 1 and summary["load"]["load_unknown"] == 0

@@ -5,6 +5,7 @@ models in place of the two servers; nothing here contacts a server."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from specreason_graph import Context, build_graph, cli
-from specreason_graph.evaluation import datasets, metrics
+from specreason_graph.evaluation import datasets, metrics, stats
 from specreason_graph.evaluation.metrics import scrape
 from specreason_graph.evaluation.modes import ALL_STEPS_BY_BASE, Mode, parse_mode
 from specreason_graph.evaluation.records import META_FILE, RUNS_FILE, load_records
@@ -772,11 +773,12 @@ def test_load_watch_keeps_samples_only_when_every_server_answers():
     watch = metrics.LoadWatch(["a", "b"], read=lambda url: answers[url].pop(0))
     for _ in range(3):
         watch.sample()
-    assert [n for _, n in watch.samples] == [1.0, 3.0]
+    assert [n for _, n, _ in watch.samples] == [1.0, 3.0]
     everything = watch.window(float("-inf"), float("inf"), ours=1)
-    assert everything == {"samples": 2, "peak_requests": 3.0, "others": 0.0, "excess_samples": 1}
+    assert everything == {"samples": 2, "peak_requests": 3.0, "others": 0.0, "excess_samples": 1,
+                          "stale_samples": 0}
     assert watch.window(0, 0, ours=1) == {"samples": 0, "peak_requests": None, "others": None,
-                                          "excess_samples": 0}
+                                          "excess_samples": 0, "stale_samples": 0}
     assert watch.window(float("-inf"), watch.samples[0][0], ours=1)["others"] == 0.0
 
 
@@ -789,7 +791,8 @@ def test_load_watch_counts_only_an_excess_that_lasts():
     for _ in range(8):
         watch.sample()
     load = watch.window(float("-inf"), float("inf"), ours=1)
-    assert load == {"samples": 8, "peak_requests": 4.0, "others": 2.0, "excess_samples": 5}
+    assert load == {"samples": 8, "peak_requests": 4.0, "others": 2.0, "excess_samples": 5,
+                    "stale_samples": 0}
     lag_only = metrics.LoadWatch(["a"], read=lambda url: {"running": 2.0}, sustain=3)
     lag_only.sample()
     lag_only.sample()
@@ -799,13 +802,51 @@ def test_load_watch_counts_only_an_excess_that_lasts():
     assert strict.window(float("-inf"), float("inf"), ours=1)["others"] == 1.0
 
 
+def _server(running, prompt=0.0, generated=0.0):
+    return {"vllm:num_requests_running": running, "vllm:num_requests_waiting": 0.0,
+            "vllm:prompt_tokens_total": prompt, "vllm:generation_tokens_total": generated}
+
+
+def test_a_gauge_on_a_server_whose_token_counters_stand_still_is_not_believed():
+    """What was polled at one run in flight: the small server drafts (its counters move) while the
+    base server's gauge still counts the rewrite that returned seconds ago (its counters stand
+    still). That is one request, ours; a base server whose counters move holds another client's."""
+    small = iter([_server(1, 100, g) for g in range(0, 40, 4)])
+    base = iter([_server(1, 500, 80)] * 10)
+    watch = metrics.LoadWatch(["base", "small"], sustain=3,
+                              read=lambda url: next(base if url == "base" else small))
+    for _ in range(10):
+        watch.sample()
+    load = watch.window(float("-inf"), float("inf"), ours=1)
+    assert load == {"samples": 10, "peak_requests": 2.0, "others": 0.0, "excess_samples": 1,
+                    "stale_samples": 9}  # the first reading has nothing to compare with
+
+    small = iter([_server(1, 100, g) for g in range(0, 40, 4)])
+    busy = iter([_server(1, 500, g) for g in range(80, 100, 2)])
+    watch = metrics.LoadWatch(["base", "small"], sustain=3,
+                              read=lambda url: next(busy if url == "base" else small))
+    for _ in range(10):
+        watch.sample()
+    load = watch.window(float("-inf"), float("inf"), ours=1)
+    assert (load["others"], load["excess_samples"], load["stale_samples"]) == (1.0, 10, 0)
+
+
+def test_a_server_that_does_not_give_its_counters_is_read_by_its_gauge():
+    watch = metrics.LoadWatch(["a"], sustain=2, read=lambda url: {"vllm:num_requests_running": 2.0})
+    for _ in range(3):
+        watch.sample()
+    assert watch.window(float("-inf"), float("inf"), ours=1)["others"] == 1.0
+
+
 def test_each_run_records_its_concurrency_and_the_load_it_saw(tmp_path, monkeypatch):
     """The servers are polled while runs are in flight; requests beyond the benchmark's own
-    concurrency are counted; such a run is recorded with them, not run again."""
+    concurrency are counted; such a run is recorded with them, refused by the report, and measured
+    again by the same call once the other client has gone."""
     held = {"n": 1.0}
+    tokens = itertools.count()  # the servers are generating: their gauges are believed
     monkeypatch.setattr(metrics, "scrape", lambda url, names=None, timeout=10.0: (
-        {"vllm:num_requests_running": held["n"], "vllm:num_requests_waiting": 0.0}
-        if names == metrics.LOAD_GAUGES else None))
+        _server(held["n"], 0.0, float(next(tokens)))
+        if names == metrics.LOAD_GAUGES + metrics.ACTIVITY_COUNTERS else None))
     slow = Pair(hook=lambda messages, kwargs: time.sleep(0.3))  # ≥ 10 samples: a lasting excess
     out = tmp_path / "out"
     run_bench(slow.graph, [P0], modes("small"), ctx(), out, load_interval=0.01)
@@ -818,8 +859,13 @@ def test_each_run_records_its_concurrency_and_the_load_it_saw(tmp_path, monkeypa
     out2 = tmp_path / "loaded"
     run_bench(slow.graph, [P0], modes("small"), ctx(), out2, load_interval=0.01)
     assert lines(out2)[0]["load"]["others"] == 2.0 and lines(out2)[0]["load"]["excess_samples"] >= 10
+    with pytest.raises(ValueError, match="another client's requests"):
+        stats.comparable(load_records(out2))
+    held["n"] = 1.0  # the other client has gone
     result = run_bench(slow.graph, [P0], modes("small"), ctx(), out2, load_interval=0.01)
-    assert result.records == load_records(out2) and len(lines(out2)) == 1  # recorded, not re-run
+    assert len(lines(out2)) == 2 and result.records == load_records(out2)
+    (again,) = result.records.values()
+    assert again["load"]["others"] == 0.0 and stats.comparable(result.records)["runs"] == 1
 
 
 def test_a_locked_results_folder_is_refused_and_left_untouched(tmp_path):

@@ -531,8 +531,8 @@ def test_the_report_counts_runs_that_saw_more_requests_than_the_bench_had(benchm
                                                    "excess_samples": 2 * (i == 5)}})
     summary = report.build(tmp_path)
     mode = json.loads((tmp_path / RUNS_FILE).read_text().splitlines()[5])["mode"]
-    assert summary["load"] == {"concurrency": 2, "runs": 8, "load_unknown": 0, "peak_requests": 5,
-                               "excess_by_mode": {mode: 1}}
+    assert summary["load"] == {"concurrency": 2, "runs": 8, "load_unknown": 0, "gauge_checked": 0,
+                               "stale_samples": 0, "peak_requests": 5, "excess_by_mode": {mode: 1}}
     assert (f"8 of 8 runs sampled vLLM's queues while in flight (peak 5 request(s) on the servers "
             f"at once); 1 of them saw more requests than the bench's own for 10 s or more ({mode} ×1)."
             ) in (tmp_path / "summary.md").read_text()
@@ -540,6 +540,29 @@ def test_the_report_counts_runs_that_saw_more_requests_than_the_bench_had(benchm
     summary = report.build(tmp_path)
     assert summary["load"]["excess_by_mode"] == {}
     assert "none saw more requests than the bench's own." in (tmp_path / "summary.md").read_text()
+
+
+def test_the_report_refuses_runs_taken_alongside_another_client(benchmark, tmp_path):
+    """Under the watch that reads a gauge only on a server whose token counters move, a lasting
+    excess is another client's: the report refuses the folder and says how to measure again."""
+    (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
+    checked = {"samples": 30, "peak_requests": 2, "others": 0.0, "excess_samples": 1,
+               "stale_samples": 4}
+    _rewrite(tmp_path, lambda i, r: {**r, "load": {**checked, "others": float(i in (2, 5))}})
+    modes = [json.loads(line)["mode"] for line in (tmp_path / RUNS_FILE).read_text().splitlines()]
+    found = ", ".join(f"{m} ×1" for m in sorted({modes[2], modes[5]})) if modes[2] != modes[5] \
+        else f"{modes[2]} ×2"
+    with pytest.raises(ValueError, match=(
+            rf"has 2 run\(s\) taken while the servers held another client's requests for 10 s or "
+            rf"more \({found}\): their times measure that client too. Run the same bench command "
+            "again")):
+        report.build(tmp_path)
+    _rewrite(tmp_path, lambda i, r: {**r, "load": checked})  # lagging gauges only: compared
+    summary = report.build(tmp_path)
+    assert (summary["load"]["gauge_checked"], summary["load"]["stale_samples"]) == (8, 32)
+    assert ("none saw more requests than the bench's own; 8 of them read the gauges only on servers "
+            "whose token counters moved (32 sample(s) where a lagging gauge alone would have "
+            "counted an excess).") in (tmp_path / "summary.md").read_text()
 
 
 def test_a_peak_only_load_record_has_no_verdict(benchmark, tmp_path):
