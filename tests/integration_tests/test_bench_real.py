@@ -201,8 +201,10 @@ def test_bench_cli_interrupted_then_resumed(local_servers, slow_base, tmp_path):
     assert rows["base-only"]["steps_small"] == 0 and rows["small-only"]["steps_base"] == 0
 
 
-def test_run_bench_spec_records_judge_cache_and_builds_report(local_servers, tmp_path):
-    ctx = local_servers.context(token_budget=30, max_step_tokens=16)
+def test_run_bench_spec_records_judge_cache_and_builds_report(context_of, tmp_path):
+    # The paper's judge: one model call per draft, whose prompt and cache reads are checked below
+    # (the CPU default's cascade may decide a draft by the small model's confidence, with no call).
+    ctx = context_of(token_budget=30, max_step_tokens=16)
     problems = datasets.select("gsm8k", limit=1)
     mode = parse_mode("spec:t=0")
     seen = []
