@@ -16,7 +16,7 @@ client's requests were on the servers.
 Every record carries the concurrency it ran at and the load the servers held meanwhile
 (:class:`.metrics.LoadWatch`: requests beyond this benchmark's own are another client's), and the
 folder is locked while a benchmark writes to it (:func:`.records.locked`), so two benchmarks never
-share a folder and the report can say what load its figures were measured under.
+share a folder and the report can refuse figures measured alongside other traffic.
 """
 
 from __future__ import annotations
