@@ -250,22 +250,18 @@ def complete(chat: BaseChatModel, messages: list[BaseMessage], *, max_tokens: in
 
 
 def finish(chat: BaseChatModel, messages: list[BaseMessage], *, n: int, continue_final: bool,
-           max_tokens: int, temperature: float, top_p: float) -> list[Reply]:
-    """``n`` independent completions of the whole rest of a solution in one request (vLLM batches
-    them): rollouts from a prefix of kept steps, for labelling steps."""
-    started = time.perf_counter()
+           max_tokens: int, temperature: float, top_p: float) -> list[str]:
+    """The texts of ``n`` independent completions of the whole rest of a solution in one request
+    (vLLM batches them): rollouts from a prefix of kept steps, for labelling steps. Only texts: the
+    reply's usage counts the ``n`` completions together, so no per-completion token count exists."""
     result = chat.generate([messages], n=n, max_tokens=max_tokens, temperature=temperature,
                            top_p=top_p, extra_body={"continue_final_message": continue_final,
                                                     "add_generation_prompt": not continue_final})
-    ms = (time.perf_counter() - started) * 1000
-    replies = []
+    texts = []
     for generation in result.generations[0]:
         assert isinstance(generation, ChatGeneration) and isinstance(generation.message, AIMessage)
-        message = generation.message
-        replies.append(Reply(text=str(message.text), tokens=_usage(message)[1],
-                             finish_reason=(generation.generation_info or {}).get("finish_reason"),
-                             ms=ms))
-    return replies
+        texts.append(str(generation.message.text))
+    return texts
 
 
 def judge(chat: BaseChatModel, messages: list[BaseMessage], *, top_logprobs: int) -> JudgeReply:

@@ -78,10 +78,9 @@ def roll_out(models: Models, ctx: Context, prefix: Prefix, k: int,
     messages, continue_final = prompts.step_messages(
         prompts.render_problem(prefix.problem.prompt, prefix.problem.question), list(prefix.steps),
         ctx.thinking_opener, ctx.step_delimiter)
-    replies = finish(models.chat("small", ctx), messages, n=k, continue_final=continue_final,
-                     max_tokens=max_tokens or ctx.token_budget, temperature=ctx.temperature,
-                     top_p=ctx.top_p)
-    return [reply.text for reply in replies]
+    return finish(models.chat("small", ctx), messages, n=k, continue_final=continue_final,
+                  max_tokens=max_tokens or ctx.token_budget, temperature=ctx.temperature,
+                  top_p=ctx.top_p)
 
 
 def load_rollouts(out: Path) -> dict[str, Record]:
