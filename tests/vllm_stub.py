@@ -19,11 +19,17 @@ THINK = "<think>\n"
 class VLLMStub:
     """``with VLLMStub(model="m") as stub:`` serves at ``stub.url`` (``…/v1``)."""
 
-    def __init__(self, model: str = "m", *, max_model_len: int = 10240, think: bool = False,
-                 answer: str = r"So the answer is \boxed{2}.", detokenize: bool = True,
-                 delay: float = 0.0):
+    def __init__(self, model: str | None = "m", *, max_model_len: int | None = 10240,
+                 think: bool = False, answer: str = r"So the answer is \boxed{2}.",
+                 detokenize: bool = True, tokenize: bool = True, tokens: list[int] | None = None,
+                 status: int = 200, delay: float = 0.0):
+        """``model=None`` serves no model; ``max_model_len=None`` leaves it out of /v1/models (not
+        every OpenAI-compatible server says it); ``tokenize=False`` has no /tokenize (not vLLM);
+        ``tokens`` is what /tokenize answers for any text (one token per character by default);
+        ``status`` other than 200 answers every GET with that error."""
         self.model, self.max_model_len, self.think, self.delay = model, max_model_len, think, delay
-        self.answer, self.detokenize = answer, detokenize
+        self.answer, self.detokenize, self.tokenize, self.tokens = answer, detokenize, tokenize, tokens
+        self.status = status
         self.requests: list[tuple[str, dict[str, Any]]] = []
         stub = self
 
@@ -38,19 +44,25 @@ class VLLMStub:
 
             def do_GET(self) -> None:
                 stub.requests.append((self.path, {}))
+                if stub.status != 200:
+                    return self._send(stub.status, {"error": "nope"})
                 if self.path == "/health":
                     return self._send(200, {})
                 if self.path == "/v1/models":
-                    return self._send(200, {"object": "list", "data": [
-                        {"id": stub.model, "object": "model", "max_model_len": stub.max_model_len}]})
+                    served = {"id": stub.model, "object": "model"}
+                    if stub.max_model_len is not None:
+                        served["max_model_len"] = stub.max_model_len
+                    return self._send(200, {"object": "list",
+                                            "data": [served] if stub.model is not None else []})
                 self._send(404, {"error": "not found"})
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 stub.requests.append((self.path, body))
-                if self.path == "/tokenize":
+                if self.path == "/tokenize" and stub.tokenize:
                     text = body["prompt"] if "prompt" in body else stub.render(body)
-                    return self._send(200, {"count": len(text), "tokens": [ord(c) for c in text],
+                    tokens = stub.tokens if stub.tokens is not None else [ord(c) for c in text]
+                    return self._send(200, {"count": len(tokens), "tokens": tokens,
                                             "max_model_len": stub.max_model_len})
                 if self.path == "/detokenize" and stub.detokenize:
                     return self._send(200, {"prompt": "".join(chr(t) for t in body["tokens"])})

@@ -3,60 +3,26 @@ checked by the integration tests): what is an error, what is a warning."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from specreason_graph.context import Context
 from specreason_graph.serving import preflight
-
-
-def serve(models: dict[str, dict], tokens: list[int] | None, status: int = 200):
-    """A stand-in: /v1/models lists ``models``; /tokenize answers ``tokens`` (404 when None)."""
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, code, payload):
-            body = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self):
-            if status != 200:
-                return self._send(status, {"error": "nope"})
-            if self.path == "/v1/models":
-                return self._send(200, {"data": [{"id": k, **v} for k, v in models.items()]})
-            self._send(404, {})
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if self.path == "/tokenize" and tokens is not None:
-                return self._send(200, {"tokens": tokens})
-            self._send(404, {})
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+from tests.vllm_stub import VLLMStub
 
 
 @pytest.fixture
 def servers():
+    """``servers("b", tokens=[1, 2], max_model_len=…)``: a running stand-in's URL, stopped after."""
     started = []
 
-    def make(*args, **kwargs):
-        server, url = serve(*args, **kwargs)
-        started.append(server)
-        return url
+    def make(model, **kwargs):
+        stub = VLLMStub(model, **kwargs).__enter__()
+        started.append(stub)
+        return stub.url
 
     yield make
-    for server in started:
-        server.shutdown()
+    for stub in started:
+        stub.__exit__()
 
 
 def ctx(base_url, small_url, **settings):
@@ -65,42 +31,42 @@ def ctx(base_url, small_url, **settings):
 
 
 def test_a_vllm_pair_of_one_family_has_no_warnings(servers):
-    base = servers({"b": {"max_model_len": 10240}}, [1, 2, 3])
-    small = servers({"s": {"max_model_len": 10240}}, [1, 2, 3])
+    base = servers("b", tokens=[1, 2, 3])
+    small = servers("s", tokens=[1, 2, 3])
     assert preflight.check_pair(ctx(base, small)) == []
 
 
 def test_different_tokenizer_families_warn(servers):
-    base = servers({"b": {"max_model_len": 10240}}, [1, 2, 3])
-    small = servers({"s": {"max_model_len": 10240}}, [9, 9])
+    base = servers("b", tokens=[1, 2, 3])
+    small = servers("s", tokens=[9, 9])
     [warning] = preflight.check_pair(ctx(base, small))
     assert "tokenize text differently" in warning and "b and s" in warning
 
 
 def test_a_context_smaller_than_the_budget_warns(servers):
-    base = servers({"b": {"max_model_len": 4096}}, [1])
-    small = servers({"s": {"max_model_len": 32768}}, [1])
+    base = servers("b", max_model_len=4096, tokens=[1])
+    small = servers("s", max_model_len=32768, tokens=[1])
     [warning] = preflight.check_pair(ctx(base, small, token_budget=8192))
     assert "base model's context (4096 tokens)" in warning and "context_full" in warning
 
 
 def test_a_server_without_tokenize_is_probably_not_vllm(servers):
-    base = servers({"b": {}}, None)
-    small = servers({"s": {"max_model_len": 10240}}, [1])
+    base = servers("b", max_model_len=None, tokenize=False)
+    small = servers("s", tokens=[1])
     [warning] = preflight.check_pair(ctx(base, small))
     assert f"base server at {base} has no vLLM /tokenize" in warning
 
 
 def test_wrong_model_name_is_an_error_listing_what_is_served(servers):
-    base = servers({"other": {}}, [1])
-    small = servers({"s": {}}, [1])
+    base = servers("other", max_model_len=None, tokens=[1])
+    small = servers("s", max_model_len=None, tokens=[1])
     with pytest.raises(preflight.EndpointError, match=r"serves \['other'\], not 'b': pass --base-model"):
         preflight.check_pair(ctx(base, small))
 
 
 def test_an_endpoint_that_is_not_openai_compatible_is_an_error(servers):
-    base = servers({}, None, status=404)
-    small = servers({"s": {}}, [1])
+    base = servers(None, tokenize=False, status=404)
+    small = servers("s", max_model_len=None, tokens=[1])
     with pytest.raises(preflight.EndpointError, match="answered 404 to /models"):
         preflight.check_pair(ctx(base, small))
 
@@ -108,8 +74,6 @@ def test_an_endpoint_that_is_not_openai_compatible_is_an_error(servers):
 # --- the thinking opener, from the served chat template ------------------------------------------
 
 def stub_pair(base_think: bool, small_think: bool, **kwargs):
-    from tests.vllm_stub import VLLMStub
-
     return VLLMStub("b", think=base_think, **kwargs), VLLMStub("s", think=small_think, **kwargs)
 
 
