@@ -281,6 +281,16 @@ def _bench_run(args: argparse.Namespace, modes: list[Mode], out: Path,
                                    levels=args.levels)
     except (KeyError, ValueError) as exc:
         raise CliError(str(exc).strip("'\"")) from None
+    redo: list[str] = []
+    if getattr(args, "redo", None):
+        try:
+            redo = [p.id for p in datasets.select(args.dataset, ids=args.redo)]
+        except (KeyError, ValueError) as exc:
+            raise CliError(str(exc).strip("'\"").replace("--ids", "--redo")) from None
+    try:
+        runner.check_request(problems, modes, args.samples, args.concurrency, redo)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     ctx = context_from_args(args, **override)
     if out.is_dir():  # another bench writing there: say so now, not after starting the servers
         with locked(out):
@@ -307,7 +317,7 @@ def _bench_run(args: argparse.Namespace, modes: list[Mode], out: Path,
 
             result = runner.run_bench(compile_graph(), problems, modes, ctx, out,
                                      samples=args.samples, concurrency=args.concurrency,
-                                     seed=args.seed, on_progress=show)
+                                     seed=args.seed, on_progress=show, redo=redo)
     if result.interrupted:
         err.print(f"[yellow]Interrupted: finished runs are in {out / RUNS_FILE}"
                   f"{f'; {result.abandoned} in flight were dropped' if result.abandoned else ''}. "
@@ -507,6 +517,9 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--modes", nargs="+", default=["base", "small", "spec"],
                            help="base | small | spec[:t=7,score=greedy|expected,n=0]; url=/model= "
                                 "point a mode's base at another server (SpecDecode rows); name=")
+            p.add_argument("--redo", metavar="IDS", help="measure these problems' runs (of --modes) "
+                           "again, recorded or not; the old records stay in runs.jsonl above the "
+                           "new ones (ids as --ids)")
             p.add_argument("--gpu", default="paper-2xA6000", help="project the cost model onto "
                            "this GPU setup (a preset or small_tps,base_tps,prefill_tps,overhead_s)")
             p.set_defaults(func=cmd_bench)

@@ -25,7 +25,7 @@ import dataclasses
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,9 +73,10 @@ class Plan:
 
 
 def resume(out: Path, problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context,
-           samples: int, concurrency: int, seed: int | None) -> Plan:
+           samples: int, concurrency: int, seed: int | None, redo: Collection[str] = ()) -> Plan:
     """Read what ``out`` holds (the request passed :func:`check_request`), and open a new segment
-    for the runs left."""
+    for the runs left, and for every run of the problems in ``redo`` again (their old records stay
+    in runs.jsonl, above the new ones; the last line of a key wins)."""
     names = [m.name for m in modes]
     out.mkdir(parents=True, exist_ok=True)
     settings = _settings(problems, modes, ctx, samples)
@@ -87,10 +88,11 @@ def resume(out: Path, problems: Sequence[Problem], modes: Sequence[Mode], ctx: C
             "segments": meta.get("segments", [])}
     done = records.load_records(out)
     tasks = [(p, s, m) for p in problems for s in range(samples) for m in modes
-             if _again(done.get(records.key(m.name, p.id, s)))]
+             if p.id in redo or _again(done.get(records.key(m.name, p.id, s)))]
     segment: dict[str, Any] = {
         "started": records.now(), "concurrency": concurrency, "seed": seed, "runs": len(tasks),
         "problems": [p.id for p in problems], "modes": names,
+        **({"redo": sorted(redo)} if redo else {}),
         "metrics_before": _scrape_all(ctx, modes)}
     meta["segments"].append(segment)
     records.write_meta(out, meta)
@@ -98,10 +100,13 @@ def resume(out: Path, problems: Sequence[Problem], modes: Sequence[Mode], ctx: C
 
 
 def check_request(problems: Sequence[Problem], modes: Sequence[Mode], samples: int,
-                  concurrency: int) -> None:
+                  concurrency: int, redo: Collection[str] = ()) -> None:
     """Refuse a request that cannot run, before anything is written."""
     if not problems:
         raise ValueError("no problems to run: check --limit / --ids")
+    outside = sorted(set(redo) - {p.id for p in problems})
+    if outside:
+        raise ValueError(f"--redo names problems this slice does not hold: {', '.join(outside)}")
     if not modes:
         raise ValueError("no modes to run")
     names = [m.name for m in modes]
@@ -195,29 +200,33 @@ class Workers:
 def run_bench(graph: Any, problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context,
               out: Path, *, samples: int = 1, concurrency: int = 1, seed: int | None = None,
               on_progress: Callable[[Progress], None] | None = None,
-              stop: threading.Event | None = None, load_interval: float = 1.0) -> BenchResult:
+              stop: threading.Event | None = None, load_interval: float = 1.0,
+              redo: Collection[str] = ()) -> BenchResult:
     """Run every (problem, sample, mode) not yet in ``out/runs.jsonl``; see the module docstring.
 
     ``seed``: sample k of a problem sends seed + k with every step request (None: no seed).
     ``stop``: set it to stop taking new runs (what Ctrl-C does), as KeyboardInterrupt would.
     ``load_interval``: seconds between two samples of the servers' queues.
+    ``redo``: problem ids whose runs (of ``modes``) are measured again, recorded or not — runs a
+    disturbance outside the servers' view slowed (the report keeps the last record of a key).
     Raises :class:`.records.FolderBusy` when another benchmark is writing to ``out``.
     """
     out = Path(out)
-    check_request(problems, modes, samples, concurrency)
+    check_request(problems, modes, samples, concurrency, redo)
     out.mkdir(parents=True, exist_ok=True)
     with records.locked(out), LoadWatch(_urls(ctx, modes), load_interval) as watch:
         return _run(graph, problems, modes, ctx, out, samples, concurrency, seed, on_progress,
-                    stop or threading.Event(), watch)
+                    stop or threading.Event(), watch, set(redo))
 
 
 def _run(graph: Any, problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context, out: Path,
          samples: int, concurrency: int, seed: int | None,
          on_progress: Callable[[Progress], None] | None, stop: threading.Event,
-         watch: LoadWatch) -> BenchResult:
-    plan = resume(out, problems, modes, ctx, samples, concurrency, seed)
+         watch: LoadWatch, redo: set[str]) -> BenchResult:
+    plan = resume(out, problems, modes, ctx, samples, concurrency, seed, redo)
     workers = Workers(graph, ctx, seed, stop).start(plan.tasks, concurrency)
-    correct = _tally(plan.records.values(), {m.name for m in modes})
+    again = {records.key(m.name, p.id, s) for p, s, m in plan.tasks}
+    correct = _tally([r for k, r in plan.records.items() if k not in again], {m.name for m in modes})
     done, interrupted = 0, False
     with records.RunsFile(out) as sink:
         try:

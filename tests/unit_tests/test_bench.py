@@ -442,6 +442,31 @@ def test_resume_runs_only_what_is_missing(tmp_path):
     assert len(lines(tmp_path)) == 6
 
 
+def test_redo_measures_a_problems_runs_again_and_keeps_the_old_records(tmp_path):
+    run_bench(Pair().graph, [P0, P1], modes("base", "small"), ctx(), tmp_path)
+    before = load_records(tmp_path)
+
+    again = Pair()
+    result = run_bench(again.graph, [P0, P1], modes("base"), ctx(), tmp_path, redo=[P1.id])
+    assert again.calls() == (0, 1, 0)  # base-only of P1 only: not small-only, not P0
+    rows = lines(tmp_path)
+    assert len(rows) == 5 and rows[-1]["key"] == run_key("base-only", P1.id, 0)
+    assert rows[:4] == list(before.values())  # the old records stay, above the new one
+    now = load_records(tmp_path)
+    assert now[run_key("base-only", P1.id, 0)] == rows[-1] == result.records[rows[-1]["key"]]
+    assert now[run_key("base-only", P0.id, 0)] == before[run_key("base-only", P0.id, 0)]
+    assert meta(tmp_path)["segments"][-1]["redo"] == [P1.id]
+    assert "redo" not in meta(tmp_path)["segments"][0]
+
+
+def test_redo_progress_counts_a_redone_run_once(tmp_path):
+    run_bench(Pair().graph, [P0], modes("base"), ctx(), tmp_path)
+    seen = []
+    run_bench(Pair().graph, [P0], modes("base"), ctx(), tmp_path, redo=[P0.id],
+              on_progress=seen.append)
+    assert [sum(n for _, n in p.correct_by_mode.values()) for p in seen] == [1]
+
+
 def test_a_failed_run_is_recorded_and_retried_on_resume(tmp_path):
     broken = Pair(fail=P1.question.strip())
     progress: list[Progress] = []
@@ -564,12 +589,14 @@ def test_resume_may_add_modes_and_problems_and_change_concurrency(tmp_path):
     ({"modes": modes("spec:t=5,name=x", "small:name=x")}, "two modes share a name: ['x', 'x']"),
     ({"samples": 0}, "samples and concurrency must be at least 1"),
     ({"concurrency": 0}, "samples and concurrency must be at least 1"),
+    ({"redo": ["7"]}, "--redo names problems this slice does not hold: 7"),
 ])
 def test_run_bench_refuses_bad_arguments(tmp_path, args, message):
-    given = {"problems": [P0], "modes": modes("base"), "samples": 1, "concurrency": 1, **args}
+    given = {"problems": [P0], "modes": modes("base"), "samples": 1, "concurrency": 1, "redo": (),
+             **args}
     with pytest.raises(ValueError) as info:
         run_bench(Pair().graph, given["problems"], given["modes"], ctx(), tmp_path / "out",
-                        samples=given["samples"], concurrency=given["concurrency"])
+                  samples=given["samples"], concurrency=given["concurrency"], redo=given["redo"])
     assert message in str(info.value)
     assert not (tmp_path / "out").exists()
 
@@ -690,6 +717,8 @@ NO_SERVER = ("--no-serve", "--base-url", URL, "--small-url", URL)
     (["bench", "--limit", "0"], "--limit must be at least 1, got 0"),
     (["bench", "--offset", "5000"], "--offset 5000 is outside gsm8k's 1319 problems"),
     (["bench", "--threshold", "11"], "--threshold"),
+    (["bench", "--limit", "3", "--redo", "3"], "--redo names problems this slice does not hold: 3"),
+    (["bench", "--redo", "5-2"], "--redo range '5-2' runs backwards"),
     (["calibrate", "--threshold", "5"], "calibrate judges every draft at threshold 0 and reads "
                                         "both score methods; drop --threshold / --score-method"),
     (["calibrate", "--threshold", "0"], "drop --threshold / --score-method"),
