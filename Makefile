@@ -41,17 +41,19 @@ lint: $(VENV)/.installed
 # by rollouts, the judge chosen (benchmarks/results/calibration-judges-gsm8k/choice.json). 2. the
 # held-out comparison at ONE run in flight on GSM8K 0-39 and MATH500 level 1 (30 problems), which
 # calibration never saw: the paper's one-request baselines, the paper's judge and the calibrated
-# one; the GSM8K report also checks the cost model (fitted on the loaded run of
-# benchmarks/results/gsm8k) against the measured times. 3. the tables into BENCHMARKS.md.
+# one (on GSM8K also both models step by step through the graph: what stepping costs); the GSM8K
+# report also checks the cost model (fitted on the loaded run of benchmarks/results/gsm8k) against
+# the measured times. 3. the tables into BENCHMARKS.md.
 BUDGET := --token-budget 1024 --max-step-tokens 256
 BENCH := --dataset gsm8k $(BUDGET)
 CALIBRATION := benchmarks/results/calibration-judges-gsm8k
 MODES := base small spec:judge=score,t=7,score=greedy,name=paper-judge spec:name=calibrated-judge
+STEP_MODES := base-steps small-steps
 benchmarks: install
 	$(BIN)/specreason calibrate $(BENCH) --concurrency 4 --offset 1000 --limit 20 --out $(CALIBRATION) \
 	  --into BENCHMARKS.md
 	$(BIN)/specreason bench $(BENCH) --concurrency 1 --limit 40 --out benchmarks/results/gsm8k-judges \
-	  --calibration $(CALIBRATION)/choice.json --modes $(MODES)
+	  --calibration $(CALIBRATION)/choice.json --modes $(MODES) $(STEP_MODES)
 	$(BIN)/specreason bench-report benchmarks/results/gsm8k-judges --gpu cpu-1-in-flight \
 	  --cost-check benchmarks/results/gsm8k --into BENCHMARKS.md
 	$(BIN)/specreason bench --dataset math500 --levels 1 $(BUDGET) --concurrency 1 --limit 30 \
