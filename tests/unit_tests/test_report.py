@@ -635,6 +635,12 @@ def test_the_one_in_flight_check_predicts_from_the_loaded_run_at_single_stream_s
     assert "Predicted from the calls of `loaded-folder`" in text
     assert "| paper | spec | 10 → 10 | 0.6 | 0.5 | 0.73× | 0.94× | -23% |" in text
     assert "Not within 10%: paper is off by -23%." in text
+    two = {**check, "fitted_on": "f", "modes": [*check["modes"], {**paper, "mode": "other",
+                                                                    "error": 0.31}]}
+    assert "Not within 10%: other is off by +31%, paper by -23%." in cost_check_markdown(two)
+    inside = {**check, "fitted_on": "f", "modes": [*check["modes"], {**paper, "mode": "other",
+                                                                       "error": 0.05}]}
+    assert "Not within 10%: paper is off by -23%." in cost_check_markdown(inside)  # not other
     assert "base decode 50.0 tok/s assumed, 50.0 measured here (fixed 0.20 s per call" in text
 
     close = one_in_flight_check(exact_costs(), LOADED_MODES, measured, MEASURED_MODES, rows, SPEEDS,
