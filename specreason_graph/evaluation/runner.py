@@ -225,8 +225,7 @@ def _run(graph: Any, problems: Sequence[Problem], modes: Sequence[Mode], ctx: Co
          watch: LoadWatch, redo: set[str]) -> BenchResult:
     plan = resume(out, problems, modes, ctx, samples, concurrency, seed, redo)
     workers = Workers(graph, ctx, seed, stop).start(plan.tasks, concurrency)
-    again = {records.key(m.name, p.id, s) for p, s, m in plan.tasks}
-    correct = _tally([r for k, r in plan.records.items() if k not in again], {m.name for m in modes})
+    correct = _tally(plan, {m.name for m in modes})
     done, interrupted = 0, False
     with records.RunsFile(out) as sink:
         try:
@@ -258,11 +257,12 @@ def _run(graph: Any, problems: Sequence[Problem], modes: Sequence[Mode], ctx: Co
     return BenchResult(out, plan.records, interrupted, max(0, abandoned))
 
 
-def _tally(found: Any, modes: set[str]) -> dict[str, tuple[int, int]]:
-    """(right, finished) per mode over the runs a folder already holds."""
+def _tally(plan: Plan, modes: set[str]) -> dict[str, tuple[int, int]]:
+    """(right, finished) per mode over the runs a folder holds that this plan does not run again."""
+    again = {records.key(m.name, p.id, s) for p, s, m in plan.tasks}
     correct: dict[str, tuple[int, int]] = {}
-    for record in found:
-        if record["mode"] in modes and not _again(record):
+    for k, record in plan.records.items():
+        if record["mode"] in modes and k not in again:
             _count(correct, record)
     return correct
 
