@@ -41,7 +41,7 @@ lint: $(VENV)/.installed
 # by rollouts, the judge chosen (benchmarks/results/calibration-judges-gsm8k/choice.json). 2. the
 # held-out comparison at ONE run in flight on GSM8K 0-39 and MATH500 level 1 (30 problems), which
 # calibration never saw: the paper's one-request baselines, the paper's judge and the calibrated
-# one (on GSM8K also both models step by step through the graph: what stepping costs); the GSM8K
+# one, and both models step by step through the graph (what stepping costs); the GSM8K
 # report also checks the cost model (fitted on the loaded run of benchmarks/results/gsm8k) against
 # the measured times. 3. the tables into BENCHMARKS.md.
 BUDGET := --token-budget 1024 --max-step-tokens 256
@@ -57,7 +57,7 @@ benchmarks: install
 	$(BIN)/specreason bench-report benchmarks/results/gsm8k-judges --gpu cpu-1-in-flight \
 	  --cost-check benchmarks/results/gsm8k --into BENCHMARKS.md
 	$(BIN)/specreason bench --dataset math500 --levels 1 $(BUDGET) --concurrency 1 --limit 30 \
-	  --out benchmarks/results/math500-judges --calibration $(CALIBRATION)/choice.json --modes $(MODES)
+	  --out benchmarks/results/math500-judges --calibration $(CALIBRATION)/choice.json --modes $(MODES) $(STEP_MODES)
 	$(BIN)/specreason bench-report benchmarks/results/math500-judges --gpu cpu-1-in-flight --into BENCHMARKS.md
 
 serve: install
