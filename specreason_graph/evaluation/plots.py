@@ -1,5 +1,5 @@
-"""The benchmark's two plots: accuracy against latency (with the Pareto front), and the threshold
-sweep. Drawn off-screen with matplotlib."""
+"""The benchmark's two plots: accuracy against latency (with the Pareto front and the frontier of
+the modes that do not judge), and the threshold sweep. Drawn off-screen with matplotlib."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from specreason_graph.evaluation.stats import envelope
 
 # --- the front --------------------------------------------------------------------------------------
 
@@ -41,7 +43,11 @@ def _save(fig: Any, ax: Any, path: Path, title: str) -> Path:
     return path
 
 
-def plot_accuracy_latency(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
+def plot_accuracy_latency(rows: Sequence[dict[str, Any]], path: Path, title: str,
+                          frontier: Sequence[str] = ("small-only", "base-only")) -> Path:
+    """Every mode's mean latency and accuracy, the Pareto front, and the frontier of the modes that
+    do not judge (``frontier``: :func:`.stats.envelope` of their points, drawn flat to the right
+    edge after the most accurate one)."""
     front = set(pareto(rows))
     fig, ax = _figure()
     for r in rows:
@@ -56,13 +62,16 @@ def plot_accuracy_latency(rows: Sequence[dict[str, Any]], path: Path, title: str
     if len(pts) > 1:
         ax.plot(*zip(*pts, strict=True), color="tab:red", linewidth=1, alpha=0.5,
                 label="Pareto front")
-    ends = {r["mode"]: r for r in rows if r["mode"] in ("small-only", "base-only")
-            and r["accuracy"] is not None and r["mean_s"] is not None}
-    if len(ends) == 2:  # what sending whole problems at random to one model or the other gives
-        ax.plot([ends["small-only"]["mean_s"], ends["base-only"]["mean_s"]],
-                [100 * ends["small-only"]["accuracy"], 100 * ends["base-only"]["accuracy"]],
-                color="gray", linestyle="--", linewidth=1, label="random routing small/base")
-    if len(pts) > 1 or len(ends) == 2:
+    corners = envelope((r["mean_s"], 100 * r["accuracy"]) for r in rows if r["mode"] in frontier
+                       and r["accuracy"] is not None and r["mean_s"] is not None)
+    if corners:  # what sending whole problems at random among the modes that do not judge gives
+        right = max(r["mean_s"] for r in rows if r["mean_s"] is not None)
+        xs, ys = [x for x, _ in corners], [y for _, y in corners]
+        if right > xs[-1]:
+            xs, ys = [*xs, right], [*ys, ys[-1]]
+        ax.plot(xs, ys, color="gray", linestyle="--", linewidth=1,
+                label="frontier of the modes that do not judge")
+    if len(pts) > 1 or corners:
         ax.legend(loc="lower right", fontsize=8)
     return _save(fig, ax, path, title)
 

@@ -16,14 +16,19 @@ COLUMNS = [  # (key, header, format)
     ("mean_s", "mean s", "{:.1f}"), ("median_s", "median s", "{:.1f}"), ("p90_s", "p90 s", "{:.1f}"),
     ("speedup", "speedup", "{:.2f}×"), ("steps_small", "steps small", "{:.1f}"),
     ("steps_base", "steps base", "{:.1f}"), ("acceptance", "accept", "{:.0%}"),
+    ("spec_decode_acceptance", "SD accept", "{:.0%}"),
+    ("spec_decode_accepted_per_draft", "SD tok/draft", "{:.2f}"),
     ("kept_tokens", "kept tok", "{:.0f}"), ("draft_tokens", "drafted tok", "{:.0f}"),
     ("rejected_tokens", "rejected tok", "{:.0f}"), ("base_tokens", "base tok", "{:.0f}"),
     ("judge_new_tokens", "judge new tok", "{:.0f}"), ("judge_cache_hit", "judge cache hit", "{:.0%}"),
     ("share_draft", "draft", "{:.0%}"), ("share_judge", "judge", "{:.0%}"),
     ("share_base", "base", "{:.0%}"), ("judge_vs_regen", "judge/regen", "{:.0%}"),
-    ("failed", "failed", "{}"), ("accuracy_problems", "accuracy on", "{}"),
-    ("judge_errors", "judge errors", "{}"),
+    ("same_output", "same text", "{}"), ("failed", "failed", "{}"),
+    ("accuracy_problems", "accuracy on", "{}"), ("judge_errors", "judge errors", "{}"),
 ]
+
+BLANK_WHEN_NONE = {"same_output"}
+"""Columns that do not apply to most modes: left blank there rather than marked as missing."""
 
 
 def cell(value: Any, fmt: str) -> str:
@@ -36,7 +41,9 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
              "|" + "|".join(":---" if k == "mode" else "---:" for k, _, _ in COLUMNS) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(cell(row.get(k), f) for k, _, f in COLUMNS) + " |")
+        lines.append("| " + " | ".join(
+            "" if k in BLANK_WHEN_NONE and row.get(k) is None else cell(row.get(k), f)
+            for k, _, f in COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -86,7 +93,14 @@ def markdown(summary: dict[str, Any]) -> str:
               "that could not be read (scored 0, the step rewritten by the base model). "
               "draft/judge/base: share of model-call time. judge/regen: judge time against the "
               "base model writing the judged steps itself. judge cache hit: prompt tokens of judge "
-              "calls served from vLLM's prefix cache.", ""]
+              "calls served from vLLM's prefix cache."
+              + (" SD accept / SD tok/draft: the base server's speculative decoding, the share of "
+                 "drafted tokens it accepted and the accepted tokens per draft (vLLM's counters "
+                 "over the mode's runs)." if any(r.get("spec_decode_acceptance") is not None
+                                                 for r in s["rows"]) else "")
+              + (" same text: on how many problems the mode's whole solution is base-only's word "
+                 "for word (greedy decoding: lossless speculation changes no token)."
+                 if any(r.get("same_output") for r in s["rows"]) else ""), ""]
     if s["paired"]:
         lines += ["| mode vs base-only | problems | accuracy diff | bootstrap 95% CI | McNemar p |",
                   "|:---|---:|---:|---:|---:|"]
@@ -95,15 +109,8 @@ def markdown(summary: dict[str, Any]) -> str:
                          f"[{c['ci_low']:+.1%}, {c['ci_high']:+.1%}] | "
                          f"{cell(c['mcnemar_p'], '{:.3f}')} |")
         lines.append("")
-    if s.get("above_routing"):
-        lines += ["| mode vs random routing | problems | accuracy above the small–base line | "
-                  "bootstrap 95% CI |", "|:---|---:|---:|---:|"]
-        for c in s["above_routing"]:
-            lines.append(f"| {c['mode']} | {c['problems']} | {c['margin']:+.1%} | "
-                         f"[{c['ci_low']:+.1%}, {c['ci_high']:+.1%}] |")
-        lines += ["", "The line joins small-only and base-only in the accuracy–latency plane: sending "
-                  "whole problems at random to one model or the other gives every point on it. A "
-                  "mode is worth its judge only above it.", ""]
+    if s.get("above_frontier"):
+        lines += [frontier_markdown(s["above_frontier"]), ""]
     cm = s["cost_model"]
     if cm.get("modes"):
         fitted = cm["lines"]
@@ -134,11 +141,82 @@ def markdown(summary: dict[str, Any]) -> str:
                           f"{gpu['base_prefill_tps']:g} tok/s prefill, {gpu['call_overhead_s']:g} s "
                           f"per call ({gpu['note']}); same token counts and acceptance as measured."]
         lines.append("")
+    if (cm.get("spec_decode") or {}).get("fitted_on") or (cm.get("spec_decode") or {}).get("missing"):
+        lines += [spec_decode_markdown(cm["spec_decode"]), ""]
     if s.get("cost_check"):
         lines += [cost_check_markdown(s["cost_check"]), ""]
+    if s.get("drift"):
+        lines += [drift_markdown(s["drift"]), ""]
     if s["prefix_cache"]:
         lines.append("Prefix-cache hit rate from `/metrics` over the run (all requests): " + ", ".join(
             f"{url} {cell(rate, '{:.0%}')}" for url, rate in s["prefix_cache"].items()) + ".")
+    return "\n".join(lines)
+
+
+def frontier_markdown(found: Sequence[dict[str, Any]]) -> str:
+    """Each judging mode's distance above the frontier of the modes that do not judge."""
+    names = ", ".join(found[0]["frontier"])
+    lines = ["| mode vs the frontier | problems | accuracy above the frontier | bootstrap 95% CI |",
+             "|:---|---:|---:|---:|"]
+    for c in found:
+        margin = f"{c['margin']:+.1%}"
+        if c["faster"]:
+            margin += f" against {c['fastest']} (faster than every non-judging mode)"
+        lines.append(f"| {c['mode']} | {c['problems']} | {margin} | "
+                     f"[{c['ci_low']:+.1%}, {c['ci_high']:+.1%}] |")
+    lines += ["", f"The frontier of the modes that do not judge ({names}): sending whole problems "
+              "at random among them reaches every point of it — the upper concave envelope of "
+              "their (mean latency, accuracy) points, flat beyond the most accurate one — on the "
+              "problems the mode and all of them finished. A mode is worth its judge only above "
+              "it. Faster than every one of them the frontier is not defined: such a mode is "
+              "given its distance to the fastest one's accuracy, and only that."]
+    return "\n".join(lines)
+
+
+def spec_decode_markdown(sd: dict[str, Any]) -> str:
+    """The cost model's speculative-decoding term, its fitted parts, and its check per mode."""
+    if sd.get("missing"):
+        return f"Speculative decoding in the base server not modelled: {sd['missing']}."
+    lines = ["Speculative decoding in the base server (per base token (k · c_draft + c_verify) / E, "
+             "E = (1 − α^(k+1)) / (1 − α), Leviathan et al. 2023): c_base "
+             f"{1000 * sd['c_base']:.1f} ms/token (plain base line), c_draft "
+             f"{1000 * sd['c_draft']:.1f} ms/token (the small server's draft line), c_verify = "
+             f"{sd['verify_factor']:.2f} × c_base, the factor fitted on "
+             f"{', '.join(sd['fitted_on'])} ({1000 * sd['measured_per_token_s']:.1f} ms per base "
+             "token measured there beyond the fixed cost per call). k: drafted tokens per draft, "
+             "α solved from the accepted tokens per draft.", "",
+             "| mode | k | accepted/draft | α | E | ms/base token | predicted s | measured s | error |",
+             "|:---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for mode, e in sd["modes"].items():
+        lines.append(f"| {mode} | {e['k']:.2f} | {e['accepted_per_draft']:.2f} | {e['alpha']:.2f} | "
+                     f"{e['expected_tokens']:.2f} | {1000 * e['per_token_s']:.1f} | "
+                     f"{cell(e.get('predicted_s'), '{:.1f}')} | {cell(e.get('measured_s'), '{:.1f}')} | "
+                     f"{cell(e.get('error'), '{:+.0%}')} |")
+    lines += ["", f"{', '.join(sd['fitted_on'])}: in-sample (the verify factor is fitted on it); "
+              "the other modes test the term. Predicted: the mode's model calls; measured: its "
+              "mean wall time."]
+    return "\n".join(lines)
+
+
+def drift_markdown(drift: dict[str, Any]) -> str:
+    """How fast the small model wrote in each segment, and each group of segments against the
+    first: the modes of different groups ran at different times, and their speedups hold that."""
+    groups = "; ".join(f"{g['group']}: {', '.join(g['modes'])}" for g in drift["groups"])
+    lines = [f"**Drift between segments.** The modes ran in segments of different modes ({groups}). "
+             "The small model's seconds per generated token on its server, which every segment "
+             "used (small-only's one request and the drafts of the step-by-step modes apart):", "",
+             "| segment | group | started | ended | runs | small calls | s/token one request | "
+             "s/token drafts |", "|---:|:---|:---|:---|---:|---:|---:|---:|"]
+    for r in drift["segments"]:
+        lines.append(f"| {r['segment']} | {r['group']} | {r['started']} | {r['ended'] or '–'} | "
+                     f"{r['runs']} | {r['small_calls']} | "
+                     f"{cell(r['one_request_s_per_token'], '{:.3f}')} | "
+                     f"{cell(r['drafts_s_per_token'], '{:.3f}')} |")
+    said = [f"{g['group']} against A: one request "
+            f"{cell(g['ratio_one_request'], '×{:.3f}')}, drafts {cell(g['ratio_drafts'], '×{:.3f}')}"
+            for g in drift["groups"][1:]]
+    lines += ["", "; ".join(said) + " (above 1: the machine was slower than in A; a speedup "
+              "between groups holds this drift as well as the method)."]
     return "\n".join(lines)
 
 

@@ -22,13 +22,26 @@ from specreason_graph.evaluation.cost_model import (
 from specreason_graph.evaluation.metrics import prefix_cache
 from specreason_graph.evaluation.plots import pareto, plot_accuracy_latency, plot_threshold_sweep
 from specreason_graph.evaluation.render import csv_text, markdown
-from specreason_graph.evaluation.stats import REFERENCE, above_routing, comparable, mode_rows, paired
+from specreason_graph.evaluation.stats import (
+    REFERENCE,
+    above_frontier,
+    comparable,
+    identical_outputs,
+    mode_rows,
+    non_judging,
+    paired,
+    segment_drift,
+)
 
 
 def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
           title: str | None = None, cost_check: Path | None = None,
           check_speeds: GpuProfile | None = None) -> dict[str, Any]:
     """Write summary.md / summary.csv / summary.json and the two plots into ``out``; return them.
+
+    Beside the per-mode rows: the judging modes against the frontier of the one-request modes,
+    SpecDecode's solutions against base-only's (at temperature 0), the machine's drift between
+    segments of different modes, and the cost model with its speculative-decoding term.
 
     ``cost_check``: another results folder, taken under load, whose calls the cost model predicts
     one run in flight from (at ``check_speeds``, default this CPU's single-stream speeds), set
@@ -42,7 +55,12 @@ def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
     modes = meta.get("settings", {}).get("modes", {})
     rows = mode_rows(runs, reference, order=list(modes))
     comparisons = [c for r in rows if (c := paired(runs, r["mode"], reference))]
-    routing = [c for r in rows if (c := above_routing(runs, r["mode"], base=reference))]
+    frontier = non_judging(modes, [r["mode"] for r in rows], reference)
+    above = [c for r in rows if (c := above_frontier(runs, r["mode"], frontier))]
+    greedy = meta.get("settings", {}).get("context", {}).get("temperature") == 0
+    same = identical_outputs(runs, modes, reference) if greedy else {}
+    for row in rows:
+        row["same_output"] = same.get(row["mode"])
     model = cost_model(runs, rows, reference, gpu)
     cache = prefix_cache(meta)
     check = None
@@ -59,11 +77,12 @@ def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
     problems = len({r["id"] for r in runs.values()})
     levels = "/".join(str(c) for c in concurrency) or "?"
     title = title or f"{datasets}, {problems} problems, concurrency {levels}"
-    plot_accuracy_latency(rows, out / "accuracy_latency.png", title)
+    plot_accuracy_latency(rows, out / "accuracy_latency.png", title, frontier)
     plot_threshold_sweep(rows, modes, out / "threshold_sweep.png", "Threshold sweep — " + title)
 
     summary = {"title": title, "concurrency": concurrency, "load": load, "rows": rows,
-               "paired": comparisons, "above_routing": routing, "cost_model": model,
+               "paired": comparisons, "frontier": frontier, "above_frontier": above,
+               "cost_model": model, "drift": segment_drift(runs, meta.get("segments", []), modes),
                "cost_check": check, "prefix_cache": cache,
                "pareto": pareto(rows), "machine": meta.get("machine"),
                "settings": meta.get("settings"),

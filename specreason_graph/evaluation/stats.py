@@ -9,7 +9,15 @@
   judge and how many of those came from vLLM's prefix cache), the share of model time spent in
   draft / judge / base calls, and the judge's cost against regenerating the same steps;
 - per mode against the reference: the paired accuracy difference with a bootstrap 95% interval, and
-  McNemar's exact test on the discordant problems (one sample per problem).
+  McNemar's exact test on the discordant problems (one sample per problem);
+- per mode whose base server speculates (vLLM's token-level speculative decoding; its records carry
+  ``spec_decode``, the deltas of the server's counters over the run): the share of drafted tokens
+  the base model accepted, and the accepted tokens per draft;
+- per judging mode against the frontier of the modes that do not judge (:func:`above_frontier`);
+- per one-request mode writing with the base model (SpecDecode): on how many problems its solution
+  is base-only's word for word (:func:`identical_outputs`; greedy decoding makes that the test of
+  lossless speculation);
+- the machine's drift between segments that ran different modes (:func:`segment_drift`).
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ import math
 import random
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 REFERENCE = "base-only"
@@ -149,11 +158,53 @@ def mode_rows(records: dict[str, dict[str, Any]], reference: str = REFERENCE,
             "share_base": spent["base"] / model_s if model_s else None,
             "no_answer": sum(1 for r in ok if r.get("predicted") is None),
             "judge_errors": sum(1 for c in judged if c.get("judge_error")),
+            **_spec_decode_figures(ok),
         })
-    base_rate = _base_rate(records)
+    fast = speculating(records)
+    base_rate = {sd: _base_rate([r for r in records.values() if (r["mode"] in fast) == sd])
+                 for sd in (False, True)}
     for row, runs in zip(rows, by_mode.values(), strict=True):
-        row["judge_vs_regen"] = _judge_vs_regen(runs, base_rate)
+        # the judge against the base server this mode regenerates on (speculative or not)
+        row["judge_vs_regen"] = _judge_vs_regen(runs, base_rate[row["mode"] in fast])
     return rows
+
+
+def speculates(record: dict[str, Any]) -> bool:
+    """The run's base server decoded speculatively: the runner recorded the deltas of its
+    speculative-decoding counters (``spec_decode``) over the run."""
+    return bool(record.get("spec_decode"))
+
+
+def speculating(records: dict[str, dict[str, Any]]) -> set[str]:
+    """The modes whose base server speculates: any of their runs carries the counters (a run that
+    asked the base model nothing, or whose counters could not be read, may carry none)."""
+    return {r["mode"] for r in records.values() if speculates(r)}
+
+
+SPEC_DECODE_COUNTERS = ("drafts", "draft_tokens", "accepted_tokens")
+"""The fields of a record's ``spec_decode``: vLLM's ``spec_decode_num_drafts_total``,
+``..._num_draft_tokens_total`` and ``..._num_accepted_tokens_total``, counted over the run."""
+
+
+def spec_decode_totals(runs: Iterable[dict[str, Any]]) -> dict[str, float] | None:
+    """The spec_decode counters summed over the runs that finished and carry them (``runs``: how
+    many); None when none does."""
+    found = [r["spec_decode"] for r in runs if r.get("error") is None and speculates(r)]
+    if not found:
+        return None
+    return {**{k: float(sum(s.get(k) or 0 for s in found)) for k in SPEC_DECODE_COUNTERS},
+            "runs": float(len(found))}
+
+
+def _spec_decode_figures(runs: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """Draft acceptance of the base server's speculative decoding over the mode's runs: accepted /
+    drafted tokens, and accepted tokens per draft (None without counters)."""
+    total = spec_decode_totals(runs) or {}
+    accepted = total.get("accepted_tokens", 0.0)
+    return {"spec_decode_acceptance": accepted / total["draft_tokens"]
+            if total.get("draft_tokens") else None,
+            "spec_decode_accepted_per_draft": accepted / total["drafts"]
+            if total.get("drafts") else None}
 
 
 def _per_problem(runs: Sequence[dict[str, Any]], field: str) -> dict[str, float]:
@@ -165,10 +216,10 @@ def _per_problem(runs: Sequence[dict[str, Any]], field: str) -> dict[str, float]
     return {pid: statistics.fmean(v) for pid, v in values.items()}
 
 
-def _base_rate(records: dict[str, dict[str, Any]]) -> float | None:
-    """Seconds per token of the base model writing steps, over every base-written step recorded."""
+def _base_rate(runs: Iterable[dict[str, Any]]) -> float | None:
+    """Seconds per token of the base model writing steps, over every base-written step of ``runs``."""
     tokens = secs = 0.0
-    for r in records.values():
+    for r in runs:
         for c in r.get("trace") or []:
             if c["base_tokens"]:
                 tokens += c["base_tokens"]
@@ -227,42 +278,108 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-# --- against random routing ----------------------------------------------------------------------
+
+# --- against the frontier of the modes that do not judge -----------------------------------------
 
 SMALL_REFERENCE = "small-only"
+ONE_REQUEST_KINDS = ("base", "small")
+"""The modes that do not judge: one request for the whole solution (small-only, base-only,
+SpecDecode, any ``url=`` variant of them)."""
+
+Point = tuple[float, float]
+"""(mean latency in seconds, accuracy)."""
 
 
-def above_routing(records: dict[str, dict[str, Any]], mode: str, small: str = SMALL_REFERENCE,
-                  base: str = REFERENCE, resamples: int = 10_000, seed: int = 0
-                  ) -> dict[str, Any] | None:
-    """How far ``mode``'s accuracy lies above the straight line between small-only and base-only at
-    its own mean latency — the line that sending whole problems at random to one model or the other
-    traces — on the problems all three finished, with a paired bootstrap 95% interval (problems
-    resampled, all five means recomputed each time). None without both references."""
+def non_judging(modes: dict[str, dict[str, Any]], present: Iterable[str],
+                reference: str = REFERENCE) -> list[str]:
+    """The present modes of a one-request kind: the small model's first, then the reference, then
+    the other base ones (SpecDecode, ``url=`` variants) in the settings' order. A folder without
+    settings (no meta.json) knows only small-only and the reference, by name."""
+    have = set(present)
+    if not modes:
+        return [m for m in (SMALL_REFERENCE, reference) if m in have]
+    found = [m for m, s in modes.items() if s.get("kind") in ONE_REQUEST_KINDS and m in have]
+    return sorted(found, key=lambda m: (modes[m]["kind"] != "small", m != reference))
+
+
+def envelope(points: Iterable[Point]) -> list[Point]:
+    """The corners of the frontier that sending whole problems at random among the points' modes
+    reaches: the upper concave envelope of (latency, accuracy) from the fastest point (the most
+    accurate of the fastest) to the most accurate one (the fastest of the most accurate). Beyond
+    the last corner the frontier is flat (a mode may always be run slower: free disposal); below
+    the first it is not defined. Empty without points."""
+    pts = list(points)
+    if not pts:
+        return []
+    start = min(pts, key=lambda p: (p[0], -p[1]))
+    end = min(pts, key=lambda p: (-p[1], p[0]))
+    corners = [start]
+    for p in sorted(p for p in pts if start[0] < p[0] <= end[0]):
+        if p[0] == corners[-1][0]:  # the same latency, sorted by accuracy: keep the higher
+            corners.pop()
+        while len(corners) >= 2 and _not_below(corners[-2], corners[-1], p):
+            corners.pop()
+        corners.append(p)
+    return corners
+
+
+def _not_below(a: Point, b: Point, c: Point) -> bool:
+    """``b`` lies on or under the chord from ``a`` to ``c`` (then it is no corner of the envelope)."""
+    return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]) >= 0
+
+
+def frontier_at(corners: Sequence[Point], latency: float) -> float | None:
+    """The frontier's accuracy at ``latency``: the corners joined by straight lines, flat after the
+    last; None below the first (faster than every point it is drawn from)."""
+    if not corners or latency < corners[0][0]:
+        return None
+    for (x0, y0), (x1, y1) in zip(corners, corners[1:], strict=False):
+        if latency <= x1:  # the same expression as the old small-base line, to the last bit
+            return y0 + (y1 - y0) * (latency - x0) / (x1 - x0)
+    return corners[-1][1]
+
+
+def above_frontier(records: dict[str, dict[str, Any]], mode: str, frontier: Sequence[str],
+                   resamples: int = 10_000, seed: int = 0) -> dict[str, Any] | None:
+    """How far ``mode``'s accuracy lies above the frontier of the ``frontier`` modes (those that do
+    not judge: :func:`non_judging`, :func:`envelope`) at its own mean latency, on the problems the
+    mode and every frontier mode finished, with a paired bootstrap 95% interval: problems
+    resampled, every mode's means and the envelope recomputed each time.
+
+    When ``mode`` is faster than every frontier mode the frontier says nothing there: ``faster`` is
+    True and the margin is the distance to the fastest mode's accuracy (``fastest``), only that.
+    With small-only and base-only alone, a mode between them, and base-only the more accurate, the
+    margin is the distance above the straight line between the two, as before this generalisation.
+    None without a frontier mode or a shared problem, and for a frontier mode itself."""
+    names = [mode, *frontier]
     per: dict[str, dict[str, tuple[float, float]]] = {}
-    for name in (mode, small, base):
+    for name in names:
         acc, wall = _per_problem_runs(records, name)
         per[name] = {pid: (acc[pid], wall[pid]) for pid in acc}
-    common = sorted(set(per[mode]) & set(per[small]) & set(per[base]))
-    if not common or mode in (small, base):
+    common = sorted(set.intersection(*(set(per[n]) for n in names)))
+    if not frontier or not common or mode in frontier:
         return None
 
-    def margin(pids: list[str]) -> float | None:
-        m = {name: (statistics.fmean(per[name][p][0] for p in pids),
-                    statistics.fmean(per[name][p][1] for p in pids)) for name in per}
-        (acc_s, t_s), (acc_b, t_b), (acc, t) = m[small], m[base], m[mode]
-        if t_b == t_s:
-            return None
-        return acc - (acc_s + (acc_b - acc_s) * (t - t_s) / (t_b - t_s))
+    def position(pids: list[str]) -> tuple[float, str | None]:
+        """The margin, and the fastest frontier mode when ``mode`` is faster than all of them."""
+        m = {n: (statistics.fmean(per[n][p][1] for p in pids),
+                 statistics.fmean(per[n][p][0] for p in pids)) for n in names}
+        corners = envelope(m[n] for n in frontier)
+        t, acc = m[mode]
+        line = frontier_at(corners, t)
+        if line is not None:
+            return acc - line, None
+        return acc - corners[0][1], min(frontier, key=lambda n: (m[n][0], -m[n][1]))
 
-    observed = margin(common)
-    if observed is None:
-        return None
+    observed, fastest = position(common)
     rng = random.Random(seed)
-    draws = sorted(v for _ in range(resamples)
-                   if (v := margin(rng.choices(common, k=len(common)))) is not None)
-    return {"mode": mode, "problems": len(common), "margin": observed,
-            "ci_low": draws[int(0.025 * len(draws))], "ci_high": draws[int(0.975 * len(draws)) - 1]}
+    draws = sorted(position(rng.choices(common, k=len(common)))[0] for _ in range(resamples))
+    found = {"mode": mode, "problems": len(common), "margin": observed,
+             "ci_low": draws[int(0.025 * len(draws))], "ci_high": draws[int(0.975 * len(draws)) - 1],
+             "faster": fastest is not None, "frontier": list(frontier)}
+    if fastest is not None:
+        found["fastest"] = fastest
+    return found
 
 
 def _per_problem_runs(records: dict[str, dict[str, Any]], mode: str
@@ -270,3 +387,116 @@ def _per_problem_runs(records: dict[str, dict[str, Any]], mode: str
     """Accuracy and wall time of ``mode`` per problem (means over samples; failed runs left out)."""
     runs = [r for r in records.values() if r["mode"] == mode]
     return _per_problem(runs, "correct"), _per_problem(runs, "wall_s")
+
+
+# --- speculation that changes nothing --------------------------------------------------------------
+
+def identical_outputs(records: dict[str, dict[str, Any]], modes: dict[str, dict[str, Any]],
+                      reference: str = REFERENCE) -> dict[str, str]:
+    """For each one-request mode other than ``reference`` that writes with the base model
+    (SpecDecode: kind base in ``modes``), on how many of the problems and samples both finished
+    its whole solution is the reference's word for word: "n of m". A one-request record's trace is
+    the one call's text, so the solutions are compared as the traces' texts joined. Under greedy
+    decoding speculation that is lossless changes no token; a mismatch is numerics (batch shapes of
+    the verification pass) or a bug."""
+    text = {(r["mode"], r["id"], r["sample"]): "".join(c["text"] for c in r["trace"])
+            for r in records.values() if r.get("error") is None}
+    found = {}
+    for mode, settings in modes.items():
+        if settings.get("kind") != "base" or mode == reference:
+            continue
+        pairs = [(t, text[(reference, pid, n)]) for (m, pid, n), t in text.items()
+                 if m == mode and (reference, pid, n) in text]
+        if pairs:
+            found[mode] = f"{sum(a == b for a, b in pairs)} of {len(pairs)}"
+    return found
+
+
+# --- drift between segments ----------------------------------------------------------------------
+
+def segment_drift(records: dict[str, dict[str, Any]], segments: Sequence[dict[str, Any]],
+                  modes: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """How the machine's speed moved between segments that ran different modes (the speculative
+    base server and the plain one do not fit in memory together, so their modes run in
+    alternating segments, and a speedup between them holds the drift too).
+
+    Measured on the one server every segment used, the small model's: seconds per generated token
+    of its calls in each segment, small-only's one request and the drafts of the step-by-step
+    modes apart (a draft is short and pays its prefill on few tokens). Segments with the same modes
+    form a group (A, B, ... in the order they first ran), pooled, each against the first:
+    ``ratio_*`` above 1 means the machine was slower then. A run belongs to the latest segment that
+    ran its mode and started before it finished. None when every segment ran the same modes."""
+    placed: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in records.values():
+        if r.get("error") is None and (i := _segment_of(r, segments)) is not None:
+            placed[i].append(r)
+    groups: dict[frozenset[str], str] = {}
+    for i in sorted(placed):
+        groups.setdefault(frozenset(segments[i].get("modes") or ()), chr(ord("A") + len(groups)))
+    if len(groups) < 2:
+        return None
+    rows: list[dict[str, Any]] = []
+    pooled: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for i in sorted(placed):
+        s = segments[i]
+        group = groups[frozenset(s.get("modes") or ())]
+        pooled[group] += placed[i]
+        rows.append({"segment": i + 1, "group": group, "modes": list(s.get("modes") or ()),
+                     "started": s.get("started"), "ended": s.get("ended"), "runs": len(placed[i]),
+                     **_small_speed(placed[i], modes or {})})
+    first = _small_speed(pooled["A"], modes or {})
+    summary = []
+    for group, runs in pooled.items():
+        speed: dict[str, Any] = _small_speed(runs, modes or {})
+        for part in ("one_request", "drafts"):
+            mine, base = speed[f"{part}_s_per_token"], first[f"{part}_s_per_token"]
+            speed[f"ratio_{part}"] = mine / base if mine and base else None
+        summary.append({"group": group,
+                        "modes": next(r["modes"] for r in rows if r["group"] == group),
+                        "segments": [r["segment"] for r in rows if r["group"] == group], **speed})
+    return {"segments": rows, "groups": summary}
+
+
+def _segment_of(record: dict[str, Any], segments: Sequence[dict[str, Any]]) -> int | None:
+    """The index of the latest segment that ran the record's mode and started by the time the
+    record was written, and had not ended (or, killed before writing its end, had no successor
+    started) then."""
+    done = _when(record.get("finished_at"))
+    if done is None:
+        return None
+    found = None
+    for i, s in enumerate(segments):
+        start = _when(s.get("started"))
+        if record["mode"] not in (s.get("modes") or ()) or start is None or start > done:
+            continue
+        end = _when(s.get("ended")) or next(
+            (t for later in segments[i + 1:] if (t := _when(later.get("started")))), None)
+        if end is None or done <= end:
+            found = i
+    return found
+
+
+def _when(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text)) if text else None
+    except ValueError:
+        return None
+
+
+def _small_speed(runs: Iterable[dict[str, Any]], modes: dict[str, dict[str, Any]]
+                 ) -> dict[str, float | None]:
+    """The small model's calls of ``runs``: how many, their tokens, and seconds per token pooled
+    over small-only's one request (kind small; by name without settings) and over drafts."""
+    parts: dict[str, list[float]] = {"one_request": [0, 0, 0], "drafts": [0, 0, 0]}
+    for r in runs:
+        kind = (modes.get(r["mode"]) or {}).get("kind")
+        one = kind == "small" if modes else r["mode"] == SMALL_REFERENCE
+        for c in r.get("trace") or []:
+            if c.get("draft") is not None and c.get("draft_ms") and c.get("draft_tokens"):
+                part = parts["one_request" if one else "drafts"]
+                part[0] += 1
+                part[1] += c["draft_tokens"]
+                part[2] += c["draft_ms"] / 1000
+    return {"small_calls": sum(p[0] for p in parts.values()),
+            "small_tokens": sum(p[1] for p in parts.values()),
+            **{f"{name}_s_per_token": (p[2] / p[1] if p[1] else None) for name, p in parts.items()}}

@@ -31,7 +31,7 @@ from specreason_graph.evaluation.records import RUNS_FILE
 from specreason_graph.evaluation.records import key as run_key
 from specreason_graph.evaluation.render import COLUMNS, cell, cost_check_markdown, csv_text, markdown_table
 from specreason_graph.evaluation.runner import run_bench
-from specreason_graph.evaluation.stats import mcnemar_exact, mode_rows, paired
+from specreason_graph.evaluation.stats import above_frontier, mcnemar_exact, mode_rows, paired
 from specreason_graph.state import StepRecord
 from specreason_graph.trace import summarize
 from tests.fakes import ScriptedModel, score, step
@@ -131,7 +131,8 @@ def test_mode_rows_exact_figures():
         "draft_tokens": 0.0, "rejected_tokens": 0.0, "base_tokens": 15.0,
         "judge_prompt_tokens": 0.0, "judge_new_tokens": 0.0, "judge_calls": 0.0,
         "judge_cache_hit": None, "share_draft": 0.0, "share_judge": 0.0, "share_base": 1.0,
-        "no_answer": 0, "judge_vs_regen": None, "accuracy_problems": 2, "judge_errors": 0})
+        "no_answer": 0, "judge_vs_regen": None, "accuracy_problems": 2, "judge_errors": 0,
+        "spec_decode_acceptance": None, "spec_decode_accepted_per_draft": None})
     model_s = 0.2 + 0.09 + 0.3 + 0.07 + 0.4
     assert spec == pytest.approx({
         "mode": "spec", "runs": 2, "failed": 1, "problems": 2, "accuracy": 1.0,
@@ -143,7 +144,8 @@ def test_mode_rows_exact_figures():
         "share_base": 0.4 / model_s, "no_answer": 0,
         # base writes at (0.4 + 0.6 + 0.4) s / 40 tokens; regenerating the 30 drafted tokens would
         # take 30 * 0.035 s, the judge took 0.16 s
-        "judge_vs_regen": 0.16 / (30 * 1.4 / 40), "accuracy_problems": 2, "judge_errors": 0})
+        "judge_vs_regen": 0.16 / (30 * 1.4 / 40), "accuracy_problems": 2, "judge_errors": 0,
+        "spec_decode_acceptance": None, "spec_decode_accepted_per_draft": None})
     assert small["speedup"] == pytest.approx(0.4 / 0.1)  # on p1 only, the problem both finished
     assert small["speedup_problems"] == 1 and small["judge_vs_regen"] is None
 
@@ -468,7 +470,7 @@ def test_build_writes_every_file(benchmark):
     md = (benchmark / "summary.md").read_text()
     for name in names:  # the table, the paired comparison (not base-only) and the cost model
         rows = sum(line.startswith(f"| {name} |") for line in md.splitlines())
-        # + the table against random routing (not the two baselines it is drawn between)
+        # + the table against the frontier (not the two baselines it is drawn from)
         assert rows == (2 if name == "base-only" else 3 if name == "small-only" else 4)
     assert "GPU projection: QwQ-32B" in md
     assert "| mode vs base-only | problems |" in md
@@ -492,19 +494,63 @@ def test_build_of_nothing(tmp_path):
 
 
 
-def test_above_routing_measures_the_distance_to_the_small_base_line():
-    from specreason_graph.evaluation.stats import above_routing
-
+def test_above_frontier_of_small_and_base_is_the_distance_to_the_small_base_line():
     rs = records(
         record("small-only", "p1", False, 1.0, []), record("small-only", "p2", True, 1.0, []),
         record("base-only", "p1", True, 3.0, []), record("base-only", "p2", True, 3.0, []),
         record("spec", "p1", True, 2.0, []), record("spec", "p2", True, 2.0, []))
-    found = above_routing(rs, "spec", resamples=200)
+    two = ["small-only", "base-only"]
+    found = above_frontier(rs, "spec", two, resamples=200)
     # the line at 2 s: halfway between 50% (small, 1 s) and 100% (base, 3 s) = 75%; spec has 100%
     assert found["problems"] == 2 and found["margin"] == pytest.approx(0.25)
-    assert found["ci_low"] <= 0.25 <= found["ci_high"]
-    assert above_routing(rs, "small-only") is None
-    assert above_routing({k: r for k, r in rs.items() if r["mode"] != "base-only"}, "spec") is None
+    assert found["ci_low"] <= 0.25 <= found["ci_high"] and found["faster"] is False
+    assert above_frontier(rs, "small-only", two) is None
+    assert above_frontier(rs, "spec", []) is None
+    assert above_frontier(rs, "spec", ["small-only", "absent"]) is None  # no shared problem
+
+
+def _old_line_margin(records_: dict[str, dict[str, Any]], mode: str, resamples: int
+                     ) -> tuple[float, float, float]:
+    """The straight small-base line as the report drew it before the frontier (stats.above_routing
+    up to commit e47e037), kept here to show the frontier of the two is the same figure."""
+    import random
+    import statistics
+
+    per = {}
+    for name in (mode, "small-only", "base-only"):
+        runs = [r for r in records_.values() if r["mode"] == name]
+        per[name] = {r["id"]: (float(r["correct"]), float(r["wall_s"])) for r in runs}
+    common = sorted(set(per[mode]) & set(per["small-only"]) & set(per["base-only"]))
+
+    def margin(pids):
+        m = {name: (statistics.fmean(per[name][p][0] for p in pids),
+                    statistics.fmean(per[name][p][1] for p in pids)) for name in per}
+        (acc_s, t_s), (acc_b, t_b), (acc, t) = m["small-only"], m["base-only"], m[mode]
+        return acc - (acc_s + (acc_b - acc_s) * (t - t_s) / (t_b - t_s))
+
+    rng = random.Random(0)
+    draws = sorted(margin(rng.choices(common, k=len(common))) for _ in range(resamples))
+    return margin(common), draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]
+
+
+def test_above_frontier_with_small_and_base_alone_equals_the_old_line_to_the_last_bit():
+    """Every problem the small model gets right the base model gets right, and the mode's time
+    lies between theirs on every problem: every resample stays between the two points, where the
+    frontier is the old line."""
+    import random
+
+    rng = random.Random(7)
+    rs: dict[str, dict[str, Any]] = {}
+    for i in range(30):
+        small_right = rng.random() < 0.3
+        base_right = small_right or rng.random() < 0.5
+        for mode, right, wall in (("small-only", small_right, 1 + rng.random()),
+                                  ("base-only", base_right, 5 + rng.random()),
+                                  ("judge", rng.random() < 0.6, 2.5 + rng.random())):
+            rs.update(records(record(mode, str(i), right, wall, [])))
+    old = _old_line_margin(rs, "judge", 500)
+    new = above_frontier(rs, "judge", ["small-only", "base-only"], resamples=500)
+    assert (new["margin"], new["ci_low"], new["ci_high"]) == old
 
 
 # --- runs that may not be compared ---------------------------------------------------------------
