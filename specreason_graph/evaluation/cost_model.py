@@ -1,6 +1,30 @@
 """A cost model fitted on the recorded calls: it predicts each mode's speedup from draft/base decode
 speed, judge cost per new prefill token and the acceptance rate, and projects it onto the speeds of a
 GPU setup (:data:`GPU_PROFILES`) or of this CPU at one run in flight.
+
+Token-level speculative decoding inside the base server (SpecDecode: vLLM's speculative config, a
+draft model proposing k tokens that the base model verifies in one forward pass over k + 1
+positions, keeping the accepted prefix and one token of its own). With per-token acceptance α
+(tokens accepted independently; Leviathan et al. 2023) one verification pass yields
+
+    E = (1 − α^(k+1)) / (1 − α)        tokens (k + 1 at α = 1),
+
+so the base model's decode time per token becomes
+
+    c_sd = (k · c_draft + c_verify) / E.
+
+c_draft is the draft model's per-token decode time inside the base server, first estimated by the
+small server's fitted decode line (the same model); c_verify = v · c_base is one base forward pass
+over k + 1 tokens, c_base the plain base model's per-token decode time (the base line fitted on the
+plain server's calls) and v the verify factor fitted on the one-request speculative runs (their
+measured seconds per token solved for v). k and α come from each mode's counters (``spec_decode``
+in its records): k = draft_tokens / drafts, and α solves α(1 − α^k)/(1 − α) = accepted / drafts
+(the accepted tokens a draft is expected to have), so that E = 1 + accepted / drafts. The calls of a
+speculating mode are predicted with its own c_sd per base token and the plain lines otherwise (the
+judge's one-token prefill on the speculative server included); the calls of speculating modes are
+left out of the plain lines' fit. :func:`spec_decode_check` sets the predicted mean times beside
+the measured ones: SpecDecode's, from which v is fitted, agrees by construction; SpecReason +
+SpecDecode's is the test.
 """
 
 from __future__ import annotations
@@ -11,7 +35,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from specreason_graph.evaluation.stats import REFERENCE
+from specreason_graph.evaluation.stats import (
+    REFERENCE,
+    spec_decode_totals,
+    speculates,
+    speculating,
+)
 
 # --- per-call lines --------------------------------------------------------------------------------
 
@@ -105,9 +134,13 @@ def predict(run: dict[str, Any], speeds: dict[str, Line], one_request: str | Non
 
 
 def fit_lines(records: dict[str, dict[str, Any]]) -> dict[str, Line | None]:
-    """The draft, judge and base per-call lines fitted on every recorded call."""
+    """The draft, judge and base per-call lines fitted on every recorded call of the plain base
+    server (runs whose base server speculated are left out: its decode speed is another)."""
     draft_pts, judge_pts, base_pts = [], [], []
+    fast = speculating(records)
     for r in records.values():
+        if r["mode"] in fast:
+            continue
         for c in r.get("trace") or []:
             if c["draft"] is not None and c["draft_ms"]:
                 draft_pts.append((c["draft_tokens"], c["draft_ms"] / 1000))
@@ -143,6 +176,8 @@ def cost_model(records: dict[str, dict[str, Any]], rows: Sequence[dict[str, Any]
     if not ok or reference not in by_mode:
         return result
     filled = {k: v or Line(0.0, 0.0, 0) for k, v in lines.items()}
+    sd = spec_decode_fit(by_mode, filled)
+    result["spec_decode"] = sd
     cpu_ref = statistics.fmean(predict(r, filled) for r in by_mode[reference])
     gpu_speeds = None
     if gpu:
@@ -151,18 +186,126 @@ def cost_model(records: dict[str, dict[str, Any]], rows: Sequence[dict[str, Any]
         result["gpu"] = gpu.__dict__
     measured = {row["mode"]: row["speedup"] for row in rows}
     for mode, runs in by_mode.items():
-        predicted_s = statistics.fmean(predict(r, filled) for r in runs)
+        speeds = filled
+        if any(map(speculates, runs)):
+            if mode not in sd["modes"]:  # no verify factor (or no counters): nothing to say
+                continue
+            speeds = {**filled, "base": Line(filled["base"].fixed, sd["modes"][mode]["per_token_s"], 0)}
+        predicted_s = statistics.fmean(predict(r, speeds) for r in runs)
         entry: dict[str, Any] = {
             "predicted_s": predicted_s,
             "predicted_speedup": cpu_ref / predicted_s if predicted_s else None,
             "measured_speedup": measured.get(mode)}
         if measured.get(mode):
             entry["error"] = entry["predicted_speedup"] / measured[mode] - 1
-        if gpu_speeds:
-            gpu_s = statistics.fmean(predict(r, gpu_speeds) for r in runs)
+        if gpu and gpu_speeds:
+            on_gpu = gpu_speeds if speeds is filled else {
+                **gpu_speeds, "base": Line(gpu.call_overhead_s, _gpu_spec_per_token(
+                    gpu, sd["modes"][mode], sd["verify_factor"]), 0)}
+            gpu_s = statistics.fmean(predict(r, on_gpu) for r in runs)
             entry.update({"gpu_s": gpu_s, "gpu_speedup": gpu_ref / gpu_s})
         result["modes"][mode] = entry
+        if mode in sd["modes"]:
+            sd["modes"][mode].update(spec_decode_check(runs, predicted_s))
     return result
+
+
+# --- token-level speculative decoding in the base server ------------------------------------------
+
+def expected_tokens(alpha: float, k: float) -> float:
+    """E = (1 − α^(k+1)) / (1 − α): the tokens one verification pass of k drafted tokens yields
+    (the accepted prefix and the base model's own next token), k + 1 at α = 1."""
+    if alpha >= 1:
+        return k + 1
+    return (1 - alpha ** (k + 1)) / (1 - alpha)
+
+
+def acceptance_alpha(accepted_per_draft: float, k: float) -> float:
+    """The per-token acceptance α whose expected accepted tokens per draft of k,
+    α(1 − α^k)/(1 − α) = E − 1, is ``accepted_per_draft`` (bisection: E rises with α)."""
+    if accepted_per_draft <= 0:
+        return 0.0
+    if accepted_per_draft >= k:
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if expected_tokens(mid, k) - 1 < accepted_per_draft else (low, mid)
+    return (low + high) / 2
+
+
+def spec_decode_per_token(c_draft: float, c_verify: float, alpha: float, k: float) -> float:
+    """The base model's seconds per token under speculative decoding: (k · c_draft + c_verify) / E."""
+    return (k * c_draft + c_verify) / expected_tokens(alpha, k)
+
+
+def speculation(runs: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    """k, α and E of the runs' speculative decoding, from their counters summed (None without)."""
+    total = spec_decode_totals(runs)
+    if not total or not total["drafts"]:
+        return None
+    k = total["draft_tokens"] / total["drafts"]
+    per_draft = total["accepted_tokens"] / total["drafts"]
+    alpha = acceptance_alpha(per_draft, k)
+    return {"k": k, "accepted_per_draft": per_draft, "alpha": alpha,
+            "expected_tokens": expected_tokens(alpha, k), "runs": total["runs"]}
+
+
+def _one_request_base(run: dict[str, Any]) -> bool:
+    """Every call of the run is the base model writing (no draft, no judge): SpecDecode's runs."""
+    trace = run.get("trace") or []
+    return bool(trace) and all(c["draft"] is None and c["accepted"] is None and c["base_tokens"]
+                               for c in trace)
+
+
+def spec_decode_fit(by_mode: dict[str, list[dict[str, Any]]], lines: dict[str, Line]
+                    ) -> dict[str, Any]:
+    """The speculative-decoding term's parts: c_base and the per-call fixed cost from the plain
+    base line, c_draft from the draft line, the verify factor v fitted on the one-request
+    speculating runs (their base calls' seconds beyond the fixed cost, per token, is
+    (k · c_draft + v · c_base) / E at their own k and α), and each speculating mode's k, α, E and
+    predicted seconds per base token. ``missing`` says what could not be fitted."""
+    c_base, fixed, c_draft = lines["base"].per_token, lines["base"].fixed, lines["draft"].per_token
+    found: dict[str, Any] = {"c_base": c_base, "c_draft": c_draft, "fixed": fixed,
+                             "verify_factor": None, "fitted_on": [], "modes": {}}
+    fast = {m: runs for m, runs in by_mode.items() if any(map(speculates, runs))}
+    if not fast:
+        return found
+    fitting = {m: [r for r in runs if _one_request_base(r) and speculates(r)]
+               for m, runs in fast.items()}
+    fitting = {m: runs for m, runs in fitting.items() if runs}
+    pooled = [r for runs in fitting.values() for r in runs]
+    spec = speculation(pooled)
+    calls = [c for r in pooled for c in r["trace"]]
+    tokens = sum(c["base_tokens"] for c in calls)
+    if spec is None or not tokens or not c_base:
+        found["missing"] = ("no one-request run on the speculative server with its counters and "
+                            "base tokens, or no plain base line, to fit the verify factor on")
+        return found
+    measured = (sum(c["base_ms"] for c in calls) / 1000 - fixed * len(calls)) / tokens
+    v = (measured * spec["expected_tokens"] - spec["k"] * c_draft) / c_base
+    found.update(verify_factor=v, fitted_on=sorted(fitting), measured_per_token_s=measured)
+    for mode, runs in fast.items():
+        if (mine := speculation(runs)) is not None:
+            found["modes"][mode] = {**mine, "per_token_s": spec_decode_per_token(
+                c_draft, v * c_base, mine["alpha"], mine["k"])}
+    return found
+
+
+def spec_decode_check(runs: Sequence[dict[str, Any]], predicted_s: float
+                      ) -> dict[str, float | None]:
+    """A speculating mode's predicted mean seconds beside its measured mean wall time."""
+    walls = [r["wall_s"] for r in runs if r.get("error") is None]
+    measured = statistics.fmean(walls)
+    return {"predicted_s": predicted_s, "measured_s": measured,
+            "error": predicted_s / measured - 1 if measured else None}
+
+
+def _gpu_spec_per_token(gpu: GpuProfile, mode: dict[str, float], verify_factor: float) -> float:
+    """The speculative term at a GPU profile's speeds: the small model drafts at its decode speed,
+    a verification pass costs the verify factor times one base token (same k and α)."""
+    return spec_decode_per_token(1 / gpu.small_decode_tps, verify_factor / gpu.base_decode_tps,
+                                 mode["alpha"], mode["k"])
 
 
 # --- checked at one run in flight ----------------------------------------------------------------
@@ -196,9 +339,11 @@ def one_in_flight_check(loaded: dict[str, dict[str, Any]], loaded_modes: dict[st
         if r.get("error") is None:
             ok[r["mode"]].append(r)
     by_method: dict[tuple[Any, ...], str] = {}
+    loaded_fast = speculating(loaded)
     for name, settings in loaded_modes.items():
-        if ok.get(name):
+        if ok.get(name) and name not in loaded_fast:
             by_method.setdefault(_signature(settings), name)
+    fast = speculating(measured)
     row_of = {row["mode"]: row for row in rows}
     result: dict[str, Any] = {"speeds": speeds.__dict__, "tolerance": tolerance, "modes": []}
     ref = measured_modes.get(reference)
@@ -209,7 +354,7 @@ def one_in_flight_check(loaded: dict[str, dict[str, Any]], loaded_modes: dict[st
     ref_s = statistics.fmean(predict(r, lines, ref.get("one_request")) for r in ok[ref_loaded])
     for name, settings in measured_modes.items():
         row, source = row_of.get(name), by_method.get(_signature(settings))
-        if row is None or source is None:
+        if row is None or source is None or name in fast:  # no plain run predicts these
             continue
         predicted_s = statistics.fmean(predict(r, lines, settings.get("one_request"))
                                        for r in ok[source])
