@@ -177,7 +177,7 @@ def cost_model(records: dict[str, dict[str, Any]], rows: Sequence[dict[str, Any]
         return result
     filled = {k: v or Line(0.0, 0.0, 0) for k, v in lines.items()}
     sd = spec_decode_fit(by_mode, filled)
-    result["spec_decode"] = sd
+    result["spec_decode"] = sd if sd["modes"] or "missing" in sd else None  # None: nothing speculates
     cpu_ref = statistics.fmean(predict(r, filled) for r in by_mode[reference])
     gpu_speeds = None
     if gpu:

@@ -141,7 +141,7 @@ def markdown(summary: dict[str, Any]) -> str:
                           f"{gpu['base_prefill_tps']:g} tok/s prefill, {gpu['call_overhead_s']:g} s "
                           f"per call ({gpu['note']}); same token counts and acceptance as measured."]
         lines.append("")
-    if (cm.get("spec_decode") or {}).get("fitted_on") or (cm.get("spec_decode") or {}).get("missing"):
+    if cm.get("spec_decode"):
         lines += [spec_decode_markdown(cm["spec_decode"]), ""]
     if s.get("cost_check"):
         lines += [cost_check_markdown(s["cost_check"]), ""]

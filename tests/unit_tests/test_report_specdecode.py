@@ -315,6 +315,8 @@ def test_cost_model_projects_speculation_onto_a_gpu_and_says_when_it_cannot_fit_
     no_fit = {k: r for k, r in rs.items() if r["mode"] != "specdecode"}
     model = cost_model(no_fit, mode_rows(no_fit))
     assert "judge+sd" not in model["modes"] and "judge" in model["modes"]
+    plain = {k: r for k, r in no_fit.items() if r["mode"] != "judge+sd"}
+    assert cost_model(plain, mode_rows(plain))["spec_decode"] is None  # nothing speculates
     assert "verify factor" in model["spec_decode"]["missing"]
     assert "not modelled" in spec_decode_markdown(model["spec_decode"])
 
