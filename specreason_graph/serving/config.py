@@ -114,13 +114,61 @@ def config_path(name_or_path: str | os.PathLike[str]) -> Path:
     return candidate
 
 
-def load_config(name_or_path: str | os.PathLike[str] = "cpu") -> ServerSet:
-    path = config_path(name_or_path)
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid onto ``base``: tables merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        old = merged.get(key)
+        merged[key] = _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) \
+            else value
+    return merged
+
+
+def read_config(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's tables, with ``extends = "cpu"`` resolved: the parent's tables, this file's
+    laid over them (tables key by key; a ``[[server]]`` over the parent's server of the same
+    ``role``, or added), so a variant states only what it changes."""
+    if path.resolve() in _seen:
+        raise ValueError(f"{path}: 'extends' goes round in a circle")
     data = tomllib.loads(path.read_text(encoding="utf-8"))
+    parent_name = data.pop("extends", None)
     tables = {"defaults", "server", "graph"}
     if set(data) - tables:
         raise ValueError(f"{path}: unknown tables {sorted(set(data) - tables)}; a config has "
-                         "[defaults], [[server]] and [graph] (the judge settings) tables only")
+                         "[defaults], [[server]] and [graph] (the judge settings) tables, and "
+                         "optionally extends = \"<config>\"")
+    if parent_name is None:
+        return data
+    parent_path = config_path(parent_name)
+    if not parent_path.is_absolute() and not parent_path.exists():
+        parent_path = path.parent / parent_path
+    parent = read_config(parent_path, (*_seen, path.resolve()))
+    servers = [dict(s) for s in parent.get("server", [])]
+    for raw in data.get("server", []):
+        same = [i for i, s in enumerate(servers) if s.get("role") == raw.get("role")]
+        if same:
+            servers[same[0]] = _merge(servers[same[0]], raw)
+        else:
+            servers.append(raw)
+    merged = _merge({k: v for k, v in parent.items() if k != "server"},
+                    {k: v for k, v in data.items() if k != "server"})
+    return {**merged, "server": servers}
+
+
+def _fill(value: Any, places: dict[str, str]) -> Any:
+    """``{home}`` / ``{models}`` filled in every string of an option, tables included (a
+    ``speculative-config`` names its draft model's folder)."""
+    if isinstance(value, dict):
+        return {k: _fill(v, places) for k, v in value.items()}
+    if isinstance(value, str):
+        for name, place in places.items():
+            value = value.replace("{" + name + "}", place)
+    return value
+
+
+def load_config(name_or_path: str | os.PathLike[str] = "cpu") -> ServerSet:
+    path = config_path(name_or_path)
+    data = read_config(path)
     defaults = data.get("defaults", {})
     places = {"home": str(home()), "models": str(home() / "models")}
     specs = []
@@ -143,7 +191,7 @@ def load_config(name_or_path: str | os.PathLike[str] = "cpu") -> ServerSet:
             port=int(merged["port"]),
             python=merged.get("python", sys.executable).format(**places),
             env={k: str(v) for k, v in env.items()},
-            options=options,
+            options=_fill(options, places),
             health_timeout=float(merged.get("health_timeout", 900)),
         ))
     roles = sorted(s.role for s in specs)

@@ -26,7 +26,6 @@ import sys
 import textwrap
 import threading
 import time
-import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,7 +59,8 @@ def isolated_home(tmp_path, monkeypatch):
 
 
 def test_there_are_the_expected_configs():
-    assert {"cpu", "gpu-qwq32b-r1-1.5b", "gpu-qwq32b-r1-1.5b-specdecode"} <= set(CONFIG_NAMES)
+    assert {"cpu", "cpu-specdecode", "gpu-qwq32b-r1-1.5b", "gpu-qwq32b-r1-1.5b-specdecode"} <= set(
+        CONFIG_NAMES)
 
 
 # --- configs -----------------------------------------------------------------------------------
@@ -180,6 +180,72 @@ def test_gpu_configs(name):
     assert shared <= 0.95
 
 
+def test_cpu_specdecode_extends_the_cpu_default_and_changes_only_the_base(isolated_home):
+    plain, spec = load_config("cpu"), load_config("cpu-specdecode")
+    assert spec.role("small") == plain.role("small")  # the same server: shared, never restarted
+    base, plain_base = spec.role("base"), plain.role("base")
+    assert base.port == 8103 != plain_base.port  # a client never takes it for the plain base
+    assert (base.model, base.served_model_name, base.env) == (
+        plain_base.model, plain_base.served_model_name, plain_base.env)
+    options = dict(base.options)
+    speculative = options.pop("speculative-config")
+    assert options == plain_base.options
+    assert speculative == {"method": "draft_model", "num_speculative_tokens": 3,
+                           "model": f"{isolated_home}/models/qwen2.5-coder-0.5b-instruct"}
+    raw = _value_after(base.argv(), "--speculative-config")
+    assert json.loads(raw) == speculative and "{models}" not in raw
+
+
+def test_extends_merges_tables_and_servers_by_role(tmp_path, isolated_home):
+    parent = tmp_path / "parent.toml"
+    parent.write_text(textwrap.dedent("""
+        [defaults]
+        python = "python3"
+        [defaults.env]
+        A = "1"
+        [defaults.options]
+        dtype = "float32"
+        seed = 0
+        [[server]]
+        role = "base"
+        model = "{models}/big"
+        served-model-name = "big"
+        port = 9001
+        [[server]]
+        role = "small"
+        model = "small"
+        served-model-name = "small"
+        port = 9002
+        [graph]
+        judge = "score"
+    """))
+    child = tmp_path / "child.toml"
+    child.write_text(textwrap.dedent("""
+        extends = "parent.toml"
+        [defaults.env]
+        B = "2"
+        [[server]]
+        role = "base"
+        port = 9003
+        options = { seed = 1, speculative-config = { method = "ngram", num_speculative_tokens = 4 } }
+    """))
+    servers_ = load_config(child)
+    base, small = servers_.role("base"), servers_.role("small")
+    assert (base.model, base.port, small.port) == (f"{isolated_home}/models/big", 9003, 9002)
+    assert base.env == small.env == {"A": "1", "B": "2"}
+    assert base.options == {"dtype": "float32", "seed": 1,
+                            "speculative-config": {"method": "ngram", "num_speculative_tokens": 4}}
+    assert small.options == {"dtype": "float32", "seed": 0}
+    assert config.read_config(child)["graph"] == {"judge": "score"}
+
+
+def test_extends_in_a_circle_is_refused(tmp_path):
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\n')
+    with pytest.raises(ValueError, match="circle"):
+        load_config(tmp_path / "a.toml")
+
+
 def test_gpu_memory_fractions():
     plain = load_config("gpu-qwq32b-r1-1.5b")
     assert plain.role("base").options["gpu-memory-utilization"] == 0.82
@@ -247,8 +313,8 @@ def test_home_expands_tilde(monkeypatch):
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_servers_keep_the_files_order(name):
-    """start() goes through ``servers`` in order, and that order is the file's."""
-    raw = tomllib.loads((SERVERS_DIR / f"{name}.toml").read_text())
+    """start() goes through ``servers`` in order, and that order is the file's (after ``extends``)."""
+    raw = config.read_config(SERVERS_DIR / f"{name}.toml")
     assert [s.role for s in load_config(name).servers] == [t["role"] for t in raw["server"]]
 
 
@@ -279,7 +345,9 @@ def test_context_points_at_the_servers(name):
     s = load_config(name)
     ctx = s.context()
     assert isinstance(ctx, Context)
-    assert ctx.base_url == s.role("base").url == "http://127.0.0.1:8101/v1"
+    assert ctx.base_url == s.role("base").url
+    assert ctx.base_url == ("http://127.0.0.1:8103/v1" if name == "cpu-specdecode"
+                            else "http://127.0.0.1:8101/v1")
     assert ctx.small_url == s.role("small").url == "http://127.0.0.1:8102/v1"
     assert ctx.base_model == s.role("base").served_model_name
     assert ctx.small_model == s.role("small").served_model_name
