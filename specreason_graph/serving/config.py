@@ -46,6 +46,9 @@ class ServerSpec:
     env: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     health_timeout: float = 900.0
+    memory_gib: float | None = None
+    """Memory it was measured to take at its peak while starting; the launcher refuses to start
+    it with less available (None: unknown, not checked)."""
 
     @property
     def origin(self) -> str:
@@ -177,7 +180,7 @@ def load_config(name_or_path: str | os.PathLike[str] = "cpu") -> ServerSet:
         env = {**defaults.get("env", {}), **raw.get("env", {})}
         options = {**defaults.get("options", {}), **raw.get("options", {})}
         unknown = set(merged) - {"python", "host", "health_timeout", "env", "options", "role",
-                                 "model", "served-model-name", "port"}
+                                 "model", "served-model-name", "port", "memory_gib"}
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)} in a [[server]] table")
         missing = {"role", "model", "served-model-name", "port"} - set(merged)
@@ -193,6 +196,7 @@ def load_config(name_or_path: str | os.PathLike[str] = "cpu") -> ServerSet:
             env={k: str(v) for k, v in env.items()},
             options=_fill(options, places),
             health_timeout=float(merged.get("health_timeout", 900)),
+            memory_gib=float(merged["memory_gib"]) if "memory_gib" in merged else None,
         ))
     roles = sorted(s.role for s in specs)
     if roles != ["base", "small"]:

@@ -19,6 +19,7 @@ From the shell: ``specreason serve start|stop|status [--config cpu]``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,8 +41,9 @@ from specreason_graph.serving.config import (
     load_config,
 )
 
-__all__ = ["ServerError", "ServerSet", "ServerSpec", "healthy", "launch", "load_config", "log_path",
-           "served_models", "start", "start_one", "status", "stop", "stop_one"]
+__all__ = ["ServerError", "ServerSet", "ServerSpec", "available_gib", "check_all", "healthy", "launch",
+           "load_config", "log_path", "served_models", "server_pids", "start", "start_one", "status",
+           "stop", "stop_one"]
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -123,8 +125,88 @@ def _tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
+def server_pids(spec: ServerSpec) -> list[int]:
+    """Every process whose command line is a vLLM server on ``spec``'s port (whatever the pid file
+    says: it may have been overwritten or removed by a start that failed)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if ENTRYPOINT in argv and "--port" in argv[:-1] \
+                and argv[argv.index("--port") + 1] == str(spec.port):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Processes of process group ``pgid`` that are vLLM's (its engine core and worker rename
+    themselves ``VLLM::…``; the server's own command line names the entrypoint)."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ProcessLookupError):
+            continue
+        if "VLLM::" in argv or ENTRYPOINT in argv or "multiprocessing" in argv:
+            members.append(int(entry.name))
+    return members
+
+
+def available_gib() -> float | None:
+    """The kernel's estimate of memory available for new work (``MemAvailable``), in GiB."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has killed since boot."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _oom_lines() -> list[str]:
+    """The kernel log's out-of-memory kills, when it can be read."""
+    try:
+        done = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if "Killed process" in line]
+
+
+def _check_memory(spec: ServerSpec, running: list[ServerSpec]) -> None:
+    """Refuse to start ``spec`` when the machine has less memory available than it was measured
+    to take while starting (``memory_gib`` in its config): a start that cannot fit gets itself or
+    another server killed by the kernel halfway through."""
+    have = available_gib()
+    if spec.memory_gib is None or have is None or have >= spec.memory_gib:
+        return
+    up = ", ".join(f"{s.role} at {s.url}" for s in running) or "none of this config's"
+    raise ServerError(f"{spec.role}: {have:.1f} GiB of memory available, and this server takes "
+                      f"about {spec.memory_gib:g} GiB while it starts: not started (running here: "
+                      f"{up}). Stop what it would share the machine with first, e.g. `specreason "
+                      "serve stop --config cpu` before starting cpu-specdecode, whose base server "
+                      "replaces the plain one")
+
+
 def start_one(spec: ServerSpec, *, echo=print) -> int | None:
-    """Start ``spec`` unless it already answers; wait for ``/health``. Returns the new pid or None."""
+    """Start ``spec`` unless it already answers; wait for ``/health``. Returns the new pid or None.
+
+    A server of ours still starting (its pid file names a live server on this port, started by
+    another command) is waited for, not started twice; a port held by something else is refused."""
     if healthy(spec):
         _check_serves(spec)
         echo(f"{spec.role}: already up at {spec.url}")
@@ -132,6 +214,13 @@ def start_one(spec: ServerSpec, *, echo=print) -> int | None:
     if not Path(spec.python).exists() and os.sep in spec.python:
         raise ServerError(f"{spec.role}: no server environment at {spec.python}; "
                           "run `bash servers/setup-cpu.sh` first")
+    starting = server_pids(spec)
+    if starting:
+        echo(f"{spec.role}: a server is already starting on port {spec.port} (pid "
+             f"{', '.join(map(str, starting))}); waiting for it")
+        _wait_healthy(spec, None, log_path(spec), time.monotonic())
+        _check_serves(spec)
+        return None
     log = log_path(spec)
     echo(f"{spec.role}: starting {spec.served_model_name} at {spec.url} (log: {log})")
     with open(log, "ab") as sink:
@@ -141,15 +230,7 @@ def start_one(spec: ServerSpec, *, echo=print) -> int | None:
     _pid_path(spec).write_text(str(process.pid))
     started = time.monotonic()
     try:
-        while not healthy(spec):
-            if process.poll() is not None:
-                _pid_path(spec).unlink(missing_ok=True)
-                raise ServerError(f"{spec.role} server exited with code {process.returncode} "
-                                  f"while starting; last lines of {log}:\n{_tail(log)}")
-            if time.monotonic() - started > spec.health_timeout:
-                raise ServerError(f"{spec.role} server not healthy after "
-                                  f"{spec.health_timeout:.0f} s; see {log}")
-            time.sleep(1.0)
+        _wait_healthy(spec, process, log, started)
         _check_serves(spec)  # ours, not another process that took the port meanwhile
     except BaseException:  # also Ctrl-C: the server is in its own session and would outlive us
         stop_one(spec)
@@ -158,31 +239,79 @@ def start_one(spec: ServerSpec, *, echo=print) -> int | None:
     return process.pid
 
 
+def _wait_healthy(spec: ServerSpec, process: subprocess.Popen | None, log: Path,
+                  started: float) -> None:
+    """Until ``/health`` answers; a ServerError when the process exits (``process``: ours) or the
+    servers on the port are gone (another command's), or after ``health_timeout``."""
+    kills = oom_kills()
+    while not healthy(spec):
+        gone = process.poll() is not None if process is not None else not server_pids(spec)
+        if gone:
+            if process is not None:
+                _pid_path(spec).unlink(missing_ok=True)
+            raise ServerError(f"{spec.role} server {_why_gone(process, kills)} while starting; "
+                              f"last lines of {log}:\n{_tail(log)}")
+        if time.monotonic() - started > spec.health_timeout:
+            raise ServerError(f"{spec.role} server not healthy after "
+                              f"{spec.health_timeout:.0f} s; see {log}")
+        time.sleep(1.0)
+
+
+def _why_gone(process: subprocess.Popen | None, kills_before: int | None) -> str:
+    """How a server ended: its exit status, and the kernel's out-of-memory kills since."""
+    code = process.returncode if process is not None else None
+    how = ("exited" if code is None else f"was killed by signal {-code}" if code < 0
+           else f"exited with code {code}")
+    kills = oom_kills()
+    if kills is not None and kills_before is not None and kills > kills_before:
+        lines = _oom_lines()[-(kills - kills_before):]
+        how += (f"; the kernel's out-of-memory killer killed {kills - kills_before} process(es) "
+                f"meanwhile ({available_gib() or 0:.1f} GiB available now)"
+                + (": " + "; ".join(lines) if lines else ""))
+    return how
+
+
 def stop_one(spec: ServerSpec, *, timeout: float = 30.0, echo=lambda *_: None) -> bool:
-    """Stop the server this launcher started for ``spec`` (SIGTERM, then SIGKILL). True if one was."""
+    """Stop the server on ``spec``'s port (SIGTERM to its process group, then SIGKILL). True if
+    one was stopped.
+
+    Found by its pid file and by its command line (a start that failed may have overwritten or
+    removed the pid file); a pid file whose server died leaves its orphaned engine and worker
+    processes (``VLLM::…``) in the group: they are stopped too. A recycled pid is left alone."""
     pid_file = _pid_path(spec)
     try:
-        pid = int(pid_file.read_text())
+        recorded: int | None = int(pid_file.read_text())
     except (OSError, ValueError):
-        return False
-    if _alive(pid) and _ours(pid, spec):
-        echo(f"{spec.role}: stopping (pid {pid})")
-        try:
-            os.killpg(pid, signal.SIGTERM)  # the server's own group: its engine workers go too
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.2)
-        if _alive(pid):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        _reap(pid)
+        recorded = None
+    groups = set()
+    for pid in server_pids(spec):
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(pid))
+    if recorded is not None:
+        if _alive(recorded) and _ours(recorded, spec):
+            groups.add(recorded)
+        elif not _alive(recorded) and _group_members(recorded):
+            groups.add(recorded)  # the server died; its engine and worker did not
     pid_file.unlink(missing_ok=True)
+    if not groups:
+        return False
+    for group in sorted(groups):
+        echo(f"{spec.role}: stopping (pid {group} and its process group)")
+        _end_group(group, timeout)
     return True
+
+
+def _end_group(group: int, timeout: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)  # the server's own group: its engine workers go too
+    deadline = time.monotonic() + timeout
+    while (_alive(group) or _group_members(group)) and time.monotonic() < deadline:
+        _reap(group)
+        time.sleep(0.2)
+    if _alive(group) or _group_members(group):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    _reap(group)
 
 
 def _reap(pid: int) -> None:
@@ -198,10 +327,14 @@ def start(servers: ServerSet, *, echo=print) -> list[ServerSpec]:
     If one fails, the ones this call started are stopped again before the error propagates.
     """
     started: list[ServerSpec] = []
+    kills = oom_kills()
     try:
         for spec in servers.servers:
+            if not healthy(spec):
+                _check_memory(spec, [s for s in servers.servers if healthy(s)])
             if start_one(spec, echo=echo) is not None:
                 started.append(spec)
+        check_all(servers, kills)
     except BaseException:
         for spec in reversed(started):
             stop_one(spec, echo=echo)
@@ -209,10 +342,26 @@ def start(servers: ServerSet, *, echo=print) -> list[ServerSpec]:
     return started
 
 
-def stop(servers: ServerSet | list[ServerSpec], *, echo=print) -> None:
-    specs = servers.servers if isinstance(servers, ServerSet) else servers
-    for spec in reversed(list(specs)):
+def check_all(servers: ServerSet, kills_before: int | None = None) -> None:
+    """Every server answers ``/health`` now: one that came up and died since (a worker killed by
+    the kernel for memory while the next model loaded) is named, with why, instead of being
+    reported up."""
+    dead = [spec for spec in servers.servers if not healthy(spec, timeout=10)]
+    if dead:
+        why = _why_gone(None, kills_before).removeprefix("exited")
+        raise ServerError("; ".join(
+            f"the {spec.role} server at {spec.url} was up and no longer answers"
+            + (" (its processes are gone)" if not server_pids(spec) else "") for spec in dead)
+            + f"{why}; last lines of {log_path(dead[0])}:\n{_tail(log_path(dead[0]))}")
+
+
+def stop(servers: ServerSet | list[ServerSpec], *, echo=print) -> list[ServerSpec]:
+    """Stop every server of ``servers`` found running; returns those that still answer afterwards
+    (something this launcher cannot stop holds their port)."""
+    specs = list(servers.servers if isinstance(servers, ServerSet) else servers)
+    for spec in reversed(specs):
         stop_one(spec, echo=echo)
+    return [spec for spec in specs if healthy(spec)]
 
 
 def status(servers: ServerSet) -> list[dict[str, Any]]:

@@ -328,6 +328,7 @@ def test_order_cpu_base_first_gpu_small_first():
 def test_start_follows_the_servers_order(monkeypatch):
     calls = []
     monkeypatch.setattr(launcher, "start_one", lambda spec, echo: calls.append(spec.role) or 1)
+    monkeypatch.setattr(launcher, "check_all", lambda *_: None)
     s = load_config("gpu-qwq32b-r1-1.5b")
     assert [x.role for x in start(s, echo=lambda *_: None)] == ["small", "base"]
     assert calls == ["small", "base"]
@@ -482,11 +483,20 @@ if mode == "crash":
     sys.exit(3)
 
 # a worker in the server's process group (as vLLM's engine core is): stop_one must end it too
-worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+# (named as vLLM's own are, VLLM::…, so a stop finds it even after the server itself died)
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "VLLM::Worker"])
 if os.environ.get("FAKE_WORKER_PID_FILE"):
     with open(os.environ["FAKE_WORKER_PID_FILE"], "w") as f:
         f.write(str(worker.pid))
 ready_at = time.monotonic() + delay
+
+if mode == "die":  # up for FAKE_LIFE seconds, then the whole server is gone (a kill for memory)
+    import threading
+    def _die():
+        time.sleep(delay + float(os.environ.get("FAKE_LIFE", "1")))
+        worker.kill()
+        os._exit(9)
+    threading.Thread(target=_die, daemon=True).start()
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
@@ -560,7 +570,8 @@ class Fakes:
         self.worker_files: list[Path] = []
 
     def spec(self, role: str = "base", *, mode: str = "ok", delay: float = 0.3,
-             health_timeout: float = 30.0, port: int | None = None) -> ServerSpec:
+             health_timeout: float = 30.0, port: int | None = None, life: float = 1.0,
+             memory_gib: float | None = None) -> ServerSpec:
         port = port or free_port()
         worker_file = self.root / f"worker-{role}-{port}.pid"
         self.worker_files.append(worker_file)
@@ -568,9 +579,9 @@ class Fakes:
             role=role, model="/nowhere/model", served_model_name=f"fake-{role}",
             host="127.0.0.1", port=port, python=sys.executable,
             env={"PYTHONPATH": self.pythonpath, "FAKE_MODE": mode, "FAKE_DELAY": str(delay),
-                 "FAKE_WORKER_PID_FILE": str(worker_file)},
+                 "FAKE_WORKER_PID_FILE": str(worker_file), "FAKE_LIFE": str(life)},
             options={"dtype": "float32", "enforce-eager": True},
-            health_timeout=health_timeout,
+            health_timeout=health_timeout, memory_gib=memory_gib,
         )
 
     def worker_pid(self, spec: ServerSpec) -> int:
@@ -680,10 +691,11 @@ def test_stop_one_without_pid_file_or_with_a_stale_one(fakes, isolated_home):
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text("garbage")
     assert stop_one(spec) is False
-    # a pid file whose process is gone: cleaned up, nothing signalled (no pid reaches pid_max)
+    # a pid file whose process is gone: cleaned up, nothing signalled (no pid reaches pid_max),
+    # and nothing was stopped
     gone = int(Path("/proc/sys/kernel/pid_max").read_text())
     pid_file.write_text(str(gone))
-    assert stop_one(spec) is True
+    assert stop_one(spec) is False
     assert not pid_file.exists()
 
 
@@ -758,6 +770,80 @@ def test_start_stops_the_ones_it_started_when_a_later_one_fails(fakes, isolated_
     assert not launcher.healthy(base)
     assert _wait_gone(fakes.worker_pid(base))
     assert list((isolated_home / "run").glob("*.pid")) == []
+
+
+def test_start_names_a_server_that_died_after_it_came_up(fakes, isolated_home):
+    """The base server is up, then killed while the small one loads (as the kernel did for
+    memory): start() must not report both up."""
+    base = fakes.spec("base", mode="die", life=1.5)  # health is polled once a second
+    small = fakes.spec("small", delay=3.0)
+    with pytest.raises(ServerError) as info:
+        start(ServerSet("t", (base, small)), echo=quiet)
+    message = str(info.value)
+    assert f"the base server at {base.url} was up and no longer answers" in message
+    assert "its processes are gone" in message
+    assert not launcher.healthy(small)  # the ones it started are stopped again
+    assert list((isolated_home / "run").glob("*.pid")) == []
+
+
+def test_a_server_that_does_not_fit_in_memory_is_not_started(fakes, monkeypatch):
+    spec = fakes.spec("base", memory_gib=16)
+    monkeypatch.setattr(launcher, "available_gib", lambda: 3.5)
+    with pytest.raises(ServerError, match=r"3.5 GiB of memory available, and this server takes "
+                                          r"about 16 GiB while it starts: not started"):
+        start(ServerSet("t", (spec,)), echo=quiet)
+    assert launcher.server_pids(spec) == []
+    monkeypatch.setattr(launcher, "available_gib", lambda: 20.0)
+    assert start(ServerSet("t", (spec,)), echo=quiet) == [spec]
+    stop_one(spec)
+
+
+def test_stop_one_finds_a_server_whose_pid_file_is_gone(fakes, isolated_home):
+    spec = fakes.spec()
+    pid = start_one(spec, echo=quiet)
+    (isolated_home / "run" / f"base-{spec.port}.pid").unlink()  # a failed start removed it
+    assert launcher.server_pids(spec) == [pid]
+    assert stop_one(spec) is True
+    assert _wait_gone(pid) and _wait_gone(fakes.worker_pid(spec))
+
+
+def test_stop_one_ends_the_orphans_of_a_server_that_died(fakes, isolated_home):
+    spec = fakes.spec()
+    pid = start_one(spec, echo=quiet)
+    worker = fakes.worker_pid(spec)
+    os.kill(pid, signal.SIGKILL)  # the API server is gone; its engine worker lives on
+    assert _wait_gone(pid) and _alive(worker)
+    assert stop_one(spec) is True
+    assert _wait_gone(worker), "the orphaned worker of a dead server survived stop_one"
+
+
+def test_start_one_waits_for_a_server_another_command_is_starting(fakes, isolated_home):
+    spec = fakes.spec(delay=1.5)
+    first = subprocess.Popen(spec.argv(), env=spec.environment(), start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not launcher.server_pids(spec):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        messages: list[str] = []
+        assert start_one(spec, echo=messages.append) is None  # waited, did not start a second
+        assert launcher.healthy(spec) and launcher.server_pids(spec) == [first.pid]
+        assert "already starting" in messages[0]
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+
+
+def test_stop_returns_what_still_answers(fakes):
+    """serve stop's exit status: a server on the port that the launcher cannot find (not started
+    with the entrypoint's command line) is left up and returned."""
+    other = _Healthy()
+    try:
+        spec = fakes.spec(port=other.port)
+        assert stop(ServerSet("t", (spec,)), echo=quiet) == [spec]
+    finally:
+        other.close()
 
 
 class _Healthy:
