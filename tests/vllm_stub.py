@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,14 +23,18 @@ class VLLMStub:
     def __init__(self, model: str | None = "m", *, max_model_len: int | None = 10240,
                  think: bool = False, answer: str = r"So the answer is \boxed{2}.",
                  detokenize: bool = True, tokenize: bool = True, tokens: list[int] | None = None,
-                 status: int = 200, delay: float = 0.0):
+                 status: int = 200, delay: float = 0.0,
+                 acceptance: Callable[[float], float] | None = None):
         """``model=None`` serves no model; ``max_model_len=None`` leaves it out of /v1/models (not
         every OpenAI-compatible server says it); ``tokenize=False`` has no /tokenize (not vLLM);
         ``tokens`` is what /tokenize answers for any text (one token per character by default);
-        ``status`` other than 200 answers every GET with that error."""
+        ``status`` other than 200 answers every GET with that error. ``acceptance``: the server
+        speculates: /metrics publishes vLLM's speculative-decoding counters, and each chat request
+        drafts ``max_tokens`` tokens of which it accepts ``acceptance(temperature)``."""
         self.model, self.max_model_len, self.think, self.delay = model, max_model_len, think, delay
         self.answer, self.detokenize, self.tokenize, self.tokens = answer, detokenize, tokenize, tokens
-        self.status = status
+        self.status, self.acceptance = status, acceptance
+        self.drafted = self.accepted = 0
         self.requests: list[tuple[str, dict[str, Any]]] = []
         stub = self
 
@@ -54,6 +59,14 @@ class VLLMStub:
                         served["max_model_len"] = stub.max_model_len
                     return self._send(200, {"object": "list",
                                             "data": [served] if stub.model is not None else []})
+                if self.path == "/metrics" and stub.acceptance is not None:
+                    text = ("# TYPE vllm:spec_decode_num_draft_tokens_total counter\n"
+                            f'vllm:spec_decode_num_draft_tokens_total{{engine="0"}} {stub.drafted}.0\n'
+                            f'vllm:spec_decode_num_accepted_tokens_total{{engine="0"}} {stub.accepted}.0\n')
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    return self.wfile.write(text.encode())
                 self._send(404, {"error": "not found"})
 
             def do_POST(self) -> None:
@@ -68,6 +81,10 @@ class VLLMStub:
                     return self._send(200, {"prompt": "".join(chr(t) for t in body["tokens"])})
                 if self.path == "/v1/chat/completions":
                     time.sleep(stub.delay)  # a model that takes its time (``delay`` seconds)
+                    if stub.acceptance is not None:
+                        drafted = int(body.get("max_tokens") or 16)
+                        stub.drafted += drafted
+                        stub.accepted += round(drafted * stub.acceptance(body.get("temperature", 1.0)))
                     return self._send(200, stub.complete(body))
                 self._send(404, {"error": "not found"})
 

@@ -19,9 +19,10 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+([-+0-9.eEinfa]+)$")
 
 
 def scrape(base_url: str, names: Sequence[str] = PREFIX_COUNTERS,
-           timeout: float = 10.0) -> dict[str, float] | None:
+           timeout: float = 10.0, present_only: bool = False) -> dict[str, float] | None:
     """Counters from a vLLM server's Prometheus ``/metrics`` (summed over labels); None if the
-    server does not answer or is not a vLLM server."""
+    server does not answer or is not a vLLM server. A name the server does not publish reads 0,
+    or is left out with ``present_only``."""
     origin = base_url.rstrip("/").removesuffix("/v1")
     try:
         with urllib.request.urlopen(f"{origin}/metrics", timeout=timeout) as response:
@@ -29,11 +30,36 @@ def scrape(base_url: str, names: Sequence[str] = PREFIX_COUNTERS,
     except (OSError, ValueError):
         return None
     totals = dict.fromkeys(names, 0.0)
+    seen: set[str] = set()
     for line in text.splitlines():
         match = _SAMPLE.match(line.strip())
         if match and match.group(1) in totals:
             totals[match.group(1)] += float(match.group(3))
-    return totals
+            seen.add(match.group(1))
+    return {k: v for k, v in totals.items() if k in seen} if present_only else totals
+
+
+SPEC_DECODE_METRICS = {"drafts": "vllm:spec_decode_num_drafts_total",
+                       "draft_tokens": "vllm:spec_decode_num_draft_tokens_total",
+                       "accepted_tokens": "vllm:spec_decode_num_accepted_tokens_total"}
+"""A speculating vLLM server's counters, by the names a record's ``spec_decode`` gives them."""
+
+
+def spec_decode(base_url: str, timeout: float = 10.0) -> dict[str, float] | None:
+    """The speculative-decoding counters of the server at ``base_url``; None when it does not
+    speculate (vLLM publishes them only with a ``--speculative-config``) or does not answer."""
+    names = tuple(SPEC_DECODE_METRICS.values())
+    found = scrape(base_url, names, timeout, present_only=True)
+    if not found or SPEC_DECODE_METRICS["draft_tokens"] not in found:
+        return None
+    return {key: found.get(name, 0.0) for key, name in SPEC_DECODE_METRICS.items()}
+
+
+def delta(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, float] | None:
+    """``after - before`` per counter; None unless both were read."""
+    if not before or not after:
+        return None
+    return {k: round(after[k] - before.get(k, 0.0), 3) for k in after}
 
 
 # --- prefix cache from /metrics ------------------------------------------------------------------

@@ -83,14 +83,31 @@ _KEYS = {"t": "threshold", "threshold": "threshold", "score": "score_method",
          "judge": "judge"}
 
 
-def parse_mode(text: str) -> Mode:
+SPECDECODE_ALIASES = {"specdecode": "base", "specreason+specdecode": "spec"}
+"""The paper's two SpecDecode rows: base-only in one request, and SpecReason, with every base-model
+call going to a server that speculates token by token (``specdecode_url``)."""
+
+
+def parse_mode(text: str, specdecode_url: str | None = None) -> Mode:
     """``base`` | ``small`` | ``spec[:judge=score,t=7,score=greedy,n=0]``, plus ``url=``/``model=``
     (another base server) and ``name=`` (the row's label) on any of them. What a spec mode does not
-    set comes from the run's Context (and its ``calibration``, if any)."""
+    set comes from the run's Context (and its ``calibration``, if any).
+
+    ``specdecode`` and ``specreason+specdecode[:...]`` are ``base`` and ``spec`` with ``url=``
+    ``specdecode_url`` (the speculating base server; the CLI takes it from
+    servers/cpu-specdecode.toml) and those names, unless the text gives its own."""
     kind, _, rest = text.strip().partition(":")
+    if kind in SPECDECODE_ALIASES:
+        given = {item.partition("=")[0].strip() for item in rest.split(",")}
+        if "url" not in given and not specdecode_url:
+            raise ValueError(f"mode {text!r}: which server speculates? give url=")
+        extra = ([f"url={specdecode_url}"] if "url" not in given else []) + (
+            [f"name={kind}"] if "name" not in given else [])
+        kind, rest = SPECDECODE_ALIASES[kind], ",".join(filter(None, [rest, *extra]))
     if kind not in KINDS:
         raise ValueError(f"unknown mode {text!r}: start with base, small or spec "
-                         "(e.g. spec:t=5,score=expected), or base-steps / small-steps")
+                         "(e.g. spec:t=5,score=expected), base-steps / small-steps, or specdecode / "
+                         "specreason+specdecode")
     fields: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, sep, value = item.partition("=")

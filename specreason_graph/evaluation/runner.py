@@ -33,7 +33,7 @@ from typing import Any
 from specreason_graph.context import Context
 from specreason_graph.evaluation import grading, records, stats
 from specreason_graph.evaluation.datasets import Problem
-from specreason_graph.evaluation.metrics import LoadWatch, scrape
+from specreason_graph.evaluation.metrics import LoadWatch, delta, scrape, spec_decode
 from specreason_graph.evaluation.modes import Mode
 from specreason_graph.evaluation.records import Record
 from specreason_graph.trace import summarize
@@ -141,7 +141,9 @@ def _check_resumable(meta: dict[str, Any], settings: dict[str, Any], out: Path) 
 
 
 def _urls(ctx: Context, modes: Sequence[Mode]) -> list[str]:
-    return sorted({ctx.small_url, ctx.base_url} | {m.base_url for m in modes if m.base_url})
+    """The servers these modes talk to (and only those: the plain base server is down while a
+    segment of SpecDecode modes runs, and a server that does not answer voids the load samples)."""
+    return sorted({u for m in modes for c in (m.context(ctx),) for u in (c.small_url, c.base_url)})
 
 
 def _scrape_all(ctx: Context, modes: Sequence[Mode]) -> dict[str, dict[str, float] | None]:
@@ -153,7 +155,8 @@ def _scrape_all(ctx: Context, modes: Sequence[Mode]) -> dict[str, dict[str, floa
 @dataclass
 class Workers:
     """``concurrency`` daemon threads taking tasks from one queue; each finished run (its result or
-    the exception it raised) lands in ``finished`` with its start and end (``time.monotonic()``)."""
+    the exception it raised, with its base server's speculative-decoding counters over the run when
+    that server speculates) lands in ``finished`` with its start and end (``time.monotonic()``)."""
 
     graph: Any
     ctx: Context
@@ -184,6 +187,8 @@ class Workers:
             problem, sample, mode = task
             run_ctx = mode.context(self.ctx, prompt=problem.prompt,
                                    seed=None if self.seed is None else self.seed + sample)
+            # a mode that never asks the base model says nothing about its speculation
+            before = None if mode.kind in ("small", "small-steps") else spec_decode(run_ctx.base_url)
             started = time.monotonic()
             try:
                 result: Any = self.graph.invoke(
@@ -192,7 +197,9 @@ class Workers:
                             "tags": ["bench", mode.name, f"{problem.dataset}:{problem.id}"]})
             except Exception as exc:  # recorded as a failed run; the others go on
                 result = exc
-            self.finished.put((task, result, started, time.monotonic()))
+            ended = time.monotonic()
+            counted = delta(before, spec_decode(run_ctx.base_url)) if before else None
+            self.finished.put((task, (result, counted), started, ended))
 
 
 # --- the sink ------------------------------------------------------------------------------------
@@ -233,13 +240,14 @@ def _run(graph: Any, problems: Sequence[Problem], modes: Sequence[Mode], ctx: Co
                 if stop.is_set():
                     raise KeyboardInterrupt
                 try:
-                    task, result, started, ended = workers.finished.get(timeout=0.25)
+                    task, outcome, started, ended = workers.finished.get(timeout=0.25)
                 except queue.Empty:
                     if not workers.alive():
                         break
                     continue
+                result, counted = outcome
                 record = _record(task, result, ended - started, concurrency,
-                                 watch.window(started, ended, concurrency))
+                                 watch.window(started, ended, concurrency), counted)
                 sink.append(record)
                 plan.records[record["key"]] = record
                 done += 1
@@ -274,13 +282,15 @@ def _count(correct: dict[str, tuple[int, int]], record: Record) -> None:
 
 
 def _record(task: Task, result: Any, wall: float, concurrency: int,
-            load: dict[str, Any]) -> Record:
+            load: dict[str, Any], spec_decoded: dict[str, float] | None = None) -> Record:
+    """One run's record. ``spec_decoded``: the run's base server speculates, and these are its
+    counters over the run (``metrics.SPEC_DECODE_METRICS``; the run's own at one run in flight)."""
     problem, sample, mode = task
     record: Record = {
         "key": records.key(mode.name, problem.id, sample), "mode": mode.name,
         "dataset": problem.dataset, "id": problem.id, "sample": sample, "gold": problem.answer,
         "wall_s": round(wall, 3), "concurrency": concurrency, "load": load,
-        "finished_at": records.now()}
+        "finished_at": records.now(), **({"spec_decode": spec_decoded} if spec_decoded else {})}
     if isinstance(result, BaseException):
         return {**record, "error": f"{type(result).__name__}: {result}", "correct": None}
     trace = list(result.get("trace") or [])

@@ -109,13 +109,17 @@ def _ours(pid: int, spec: ServerSpec) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Running: a zombie (exited, not yet reaped by its parent) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _tail(path: Path, lines: int = 25) -> str:

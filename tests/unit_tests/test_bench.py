@@ -933,3 +933,68 @@ def test_the_lock_is_held_by_another_process_too(capsys, tmp_path):
     from specreason_graph.evaluation.records import locked
     with locked(out):  # the kernel released it with the process
         pass
+
+
+# --- SpecDecode: the base server speculates ---------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("specdecode", Mode("specdecode", "base", base_url="http://h:8103/v1")),
+    ("specdecode:name=sd", Mode("sd", "base", base_url="http://h:8103/v1")),
+    ("specdecode:url=http://g:1/v1", Mode("specdecode", "base", base_url="http://g:1/v1")),
+    ("specreason+specdecode", Mode("specreason+specdecode", "spec", base_url="http://h:8103/v1")),
+    ("specreason+specdecode:judge=score,t=7,score=greedy,name=paper+sd",
+     Mode("paper+sd", "spec", 7.0, "greedy", judge="score", base_url="http://h:8103/v1")),
+])
+def test_parse_specdecode_modes(text, expected):
+    assert parse_mode(text, specdecode_url="http://h:8103/v1") == expected
+
+
+def test_a_specdecode_mode_needs_to_know_which_server_speculates():
+    with pytest.raises(ValueError, match="which server speculates"):
+        parse_mode("specdecode")
+    assert parse_mode("specdecode:url=http://g:1/v1").base_url == "http://g:1/v1"
+
+
+def test_runs_on_a_speculating_base_server_record_its_counters(tmp_path):
+    """Each run whose base server speculates records that server's speculative-decoding counters
+    over the run (vLLM's /metrics, here a stand-in's); runs elsewhere record none, and the load
+    is watched on the servers the modes use only."""
+    from tests.vllm_stub import VLLMStub
+
+    with VLLMStub(model="base", acceptance=lambda t: 0.0) as server:
+        def base(messages, kwargs):  # every base-model call drafts 4 tokens and accepts 3
+            server.drafted += 4
+            server.accepted += 3
+            return score("9") if kwargs.get("max_tokens") == 1 else step(BASE_TEXT, end="eos")
+
+        graph = build_graph(small=ScriptedModel(script=lambda m, k: step(SMALL_TEXT, end="eos")),
+                            base=ScriptedModel(script=base)).compile()
+        sd = [parse_mode(t, specdecode_url=server.url)
+              for t in ("specdecode", "specreason+specdecode:t=10", "small:url=" + server.url)]
+        result = run_bench(graph, [P0], sd, ctx(), tmp_path)
+    by_mode = {r["mode"]: r for r in result.records.values()}
+    assert by_mode["specdecode"]["spec_decode"] == {"drafts": 0.0, "draft_tokens": 4.0,
+                                                    "accepted_tokens": 3.0}
+    # judged (one call) and rewritten (one more): the base server twice
+    assert by_mode["specreason+specdecode"]["spec_decode"] == {
+        "drafts": 0.0, "draft_tokens": 8.0, "accepted_tokens": 6.0}
+    assert "spec_decode" not in by_mode[f"small-only @{server.url}"]  # never asks the base model
+    assert stats.speculating(result.records) == {"specdecode", "specreason+specdecode"}
+    segment = meta(tmp_path)["segments"][-1]
+    assert sorted(segment["metrics_before"]) == sorted({server.url, URL})
+
+
+def test_plain_runs_record_no_counters(tmp_path):
+    result = run_bench(Pair().graph, [P0], modes("base", "spec"), ctx(), tmp_path)
+    assert all("spec_decode" not in r for r in result.records.values())
+
+
+def test_bench_refuses_modes_that_need_both_local_base_servers(tmp_path, monkeypatch, capsys):
+    """The plain and the speculating CPU base servers do not fit in memory together: modes needing
+    both are refused before any server starts, pointing at alternating segments."""
+    code = cli.main(["bench", "--modes", "base", "specdecode", "--limit", "1",
+                     "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "need 2 base servers at once" in err and "do not fit in memory together" in err
+    assert "segment of their own" in err and not (tmp_path / "b" / RUNS_FILE).exists()

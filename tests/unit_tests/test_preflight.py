@@ -129,3 +129,43 @@ def test_a_question_that_does_not_fit_is_an_error_naming_both_sizes():
         assert "b at " in str(info.value) and "takes 2048" in str(info.value)
         n = preflight.prompt_tokens(pair.small, [HumanMessage("hi")], continue_final=False)
         assert n == len("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+
+
+# --- speculative decoding on the base server ------------------------------------------------------
+
+def _speculating(acceptance, temperature=0.6):
+    preflight._speculation_checked.clear()
+    stub = VLLMStub(model="base", acceptance=acceptance)
+    return stub, Context(base_url=stub.url, base_model="base", temperature=temperature)
+
+
+def test_a_speculating_server_that_accepts_sampled_drafts_passes():
+    stub, ctx = _speculating(lambda t: 0.87 if t == 0 else 0.83)
+    with stub:
+        assert preflight.check_speculation(ctx) == pytest.approx(0.83, abs=0.02)
+        temperatures = [body["temperature"] for body in stub.chat_requests()]
+        assert temperatures == [0.0, 0.6]  # greedy, then the run's own temperature
+        assert preflight.check_speculation(ctx) == pytest.approx(0.83, abs=0.02)
+        assert len(stub.chat_requests()) == 2  # once per server and setting
+
+
+def test_sampled_acceptance_collapsing_is_refused_naming_the_fault():
+    stub, ctx = _speculating(lambda t: 0.87 if t == 0 else 0.01)
+    with stub, pytest.raises(preflight.EndpointError) as caught:
+        preflight.check_speculation(ctx)
+    message = str(caught.value)
+    assert stub.url in message and "accepted 0% of 32 drafted tokens at temperature 0.6" in message
+    assert "88% greedy" in message and "expand kernel" in message
+    assert "servers/setup-cpu.sh" in message and "--temperature 0" in message
+
+
+def test_a_plain_server_or_a_greedy_run_is_not_probed():
+    preflight._speculation_checked.clear()
+    with VLLMStub(model="base") as plain:  # publishes no speculative counters
+        ctx = Context(base_url=plain.url, base_model="base")
+        assert preflight.check_speculation(ctx) is None
+        assert plain.chat_requests() == []
+    stub, ctx = _speculating(lambda t: 0.0, temperature=0)
+    with stub:
+        assert preflight.check_speculation(ctx) is None
+        assert stub.chat_requests() == []
