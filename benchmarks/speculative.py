@@ -101,8 +101,8 @@ def available_gib() -> float:
 class MemoryWatch:
     """Samples the server's group PSS and the machine's MemAvailable every ``interval`` s."""
 
-    def __init__(self, interval: float = 0.5):
-        self.interval, self.leader = interval, None
+    def __init__(self, spec: ServerSpec | None = None, interval: float = 0.5):
+        self.interval, self.spec, self.leader = interval, spec, None
         self.samples: list[tuple[float, float, float]] = []  # (time, pss GB, available GiB)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -117,6 +117,8 @@ class MemoryWatch:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            if self.leader is None and self.spec is not None:  # the server being started
+                self.leader = next(iter(launcher.server_pids(self.spec)), None)
             pss = group_pss_gb(self.leader) if self.leader else 0.0
             self.samples.append((time.monotonic(), pss, available_gib()))
 
@@ -161,7 +163,7 @@ def measure(name: str, questions: list[str], temperatures: list[float], max_toke
     if available_gib() < NEEDS_GIB:
         raise SystemExit(f"only {available_gib():.1f} GiB available, a variant needs up to "
                          f"{NEEDS_GIB:.0f}: stop the CPU servers first (`specreason serve stop`)")
-    with MemoryWatch() as watch:
+    with MemoryWatch(spec) as watch:
         started = time.monotonic()
         pid = launcher.start_one(spec)
         watch.leader = pid

@@ -196,6 +196,15 @@ def test_cpu_specdecode_extends_the_cpu_default_and_changes_only_the_base(isolat
     assert json.loads(raw) == speculative and "{models}" not in raw
 
 
+def test_cpu_ngram_speculates_without_a_draft_model():
+    plain, ngram = load_config("cpu"), load_config("cpu-ngram")
+    assert ngram.role("small") == plain.role("small")
+    assert ngram.role("base").port == 8104
+    assert ngram.role("base").options["speculative-config"] == {
+        "method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 2,
+        "prompt_lookup_max": 5}
+
+
 def test_extends_merges_tables_and_servers_by_role(tmp_path, isolated_home):
     parent = tmp_path / "parent.toml"
     parent.write_text(textwrap.dedent("""
@@ -347,8 +356,8 @@ def test_context_points_at_the_servers(name):
     ctx = s.context()
     assert isinstance(ctx, Context)
     assert ctx.base_url == s.role("base").url
-    assert ctx.base_url == ("http://127.0.0.1:8103/v1" if name == "cpu-specdecode"
-                            else "http://127.0.0.1:8101/v1")
+    port = {"cpu-specdecode": 8103, "cpu-ngram": 8104}.get(name, 8101)
+    assert ctx.base_url == f"http://127.0.0.1:{port}/v1"
     assert ctx.small_url == s.role("small").url == "http://127.0.0.1:8102/v1"
     assert ctx.base_model == s.role("base").served_model_name
     assert ctx.small_model == s.role("small").served_model_name
