@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 QUESTION ?= --dataset gsm8k --id 0
 
-.PHONY: install servers demo test unit lint serve stop clean benchmarks
+.PHONY: install servers demo test unit lint serve stop clean benchmarks benchmarks-specdecode
 
 install: $(VENV)/.installed servers
 
@@ -59,6 +59,38 @@ benchmarks: install
 	$(BIN)/specreason bench --dataset math500 --levels 1 $(BUDGET) --concurrency 1 --limit 30 \
 	  --out benchmarks/results/math500-judges --calibration $(CALIBRATION)/choice.json --modes $(MODES) $(STEP_MODES)
 	$(BIN)/specreason bench-report benchmarks/results/math500-judges --gpu cpu-1-in-flight --into BENCHMARKS.md
+
+# The paper's SpecDecode rows (BENCHMARKS.md, hours on 2 cores; resumable like the above). The plain
+# and the speculating base server do not fit in memory together, so blocks of 10 problems alternate
+# (ABAB): A = the rows above on servers/cpu.toml, B = SpecDecode and SpecReason + SpecDecode with both
+# judges on servers/cpu-specdecode.toml; each bench starts its servers and stops them at its end. The
+# report gives the drift between the A and B segments. Then the greedy check: base-only and SpecDecode
+# at temperature 0, whose answers must be the same text.
+SD_MODES_A := base small spec:judge=score,t=7,score=greedy,name=paper-judge spec:name=calibrated-judge
+SD_MODES_B := specdecode specreason+specdecode:judge=score,t=7,score=greedy,name=paper-judge+specdecode \
+  specreason+specdecode:name=calibrated-judge+specdecode
+SD_BLOCKS := 0 10 20 30
+SD := --concurrency 1 --limit 10 --calibration $(CALIBRATION)/choice.json
+benchmarks-specdecode: install
+	for at in $(SD_BLOCKS); do \
+	  $(BIN)/specreason bench $(BENCH) $(SD) --offset $$at --out benchmarks/results/gsm8k-specdecode \
+	    --modes $(SD_MODES_A) && \
+	  $(BIN)/specreason bench $(BENCH) $(SD) --offset $$at --out benchmarks/results/gsm8k-specdecode \
+	    --modes $(SD_MODES_B) || exit 1; \
+	done
+	for at in 0 10 20; do \
+	  $(BIN)/specreason bench --dataset math500 --levels 1 $(BUDGET) $(SD) --offset $$at \
+	    --out benchmarks/results/math500-specdecode --modes $(SD_MODES_A) && \
+	  $(BIN)/specreason bench --dataset math500 --levels 1 $(BUDGET) $(SD) --offset $$at \
+	    --out benchmarks/results/math500-specdecode --modes $(SD_MODES_B) || exit 1; \
+	done
+	for modes in base specdecode; do \
+	  $(BIN)/specreason bench $(BENCH) --concurrency 1 --limit 20 --temperature 0 \
+	    --out benchmarks/results/gsm8k-specdecode-greedy --modes $$modes || exit 1; \
+	done
+	$(BIN)/specreason bench-report benchmarks/results/gsm8k-specdecode --gpu cpu-1-in-flight --into BENCHMARKS.md
+	$(BIN)/specreason bench-report benchmarks/results/math500-specdecode --gpu cpu-1-in-flight --into BENCHMARKS.md
+	$(BIN)/specreason bench-report benchmarks/results/gsm8k-specdecode-greedy --gpu cpu-1-in-flight --into BENCHMARKS.md
 
 serve: install
 	$(BIN)/specreason serve start

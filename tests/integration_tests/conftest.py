@@ -2,7 +2,7 @@
 
 The session fixture uses servers that already answer at the launcher's addresses (``.ci/run`` and
 ``specreason serve start`` bring them up), and otherwise starts them itself and stops them at the
-end. Both servers take ~19 of the machine's 24 GiB: run the suite in one process.
+end. Both servers take ~16 of the machine's 24 GiB: run the suite in one process.
 """
 
 from __future__ import annotations
