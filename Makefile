@@ -84,10 +84,10 @@ benchmarks-specdecode: install
 	  $(BIN)/specreason bench --dataset math500 --levels 1 $(BUDGET) $(SD) --offset $$at \
 	    --out benchmarks/results/math500-specdecode --modes $(SD_MODES_B) || exit 1; \
 	done
-	for modes in base specdecode; do \
-	  $(BIN)/specreason bench $(BENCH) --concurrency 1 --limit 20 --temperature 0 \
+	for at in 0 10; do for modes in specdecode base; do \
+	  $(BIN)/specreason bench $(BENCH) --concurrency 1 --offset $$at --limit 10 --temperature 0 \
 	    --out benchmarks/results/gsm8k-specdecode-greedy --modes $$modes || exit 1; \
-	done
+	done; done
 	$(BIN)/specreason bench-report benchmarks/results/gsm8k-specdecode --gpu cpu-1-in-flight --into BENCHMARKS.md
 	$(BIN)/specreason bench-report benchmarks/results/math500-specdecode --gpu cpu-1-in-flight --into BENCHMARKS.md
 	$(BIN)/specreason bench-report benchmarks/results/gsm8k-specdecode-greedy --gpu cpu-1-in-flight --into BENCHMARKS.md
