@@ -229,3 +229,31 @@ def test_the_sigterm_handler_is_put_back_after_the_command():
     with pytest.raises(KeyboardInterrupt), cli.terminate_as_interrupt():
         os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, in the main thread
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_ask_with_another_server_config_talks_to_its_servers(monkeypatch):
+    """`ask --servers cpu-specdecode`: the run goes to that config's base server (port 8103), not
+    to the plain default's, and the pair checked is that one."""
+    import argparse
+    from contextlib import ExitStack
+
+    from specreason_graph.context import Context
+    from specreason_graph.serving import launcher, preflight
+
+    monkeypatch.delenv("SPECREASON_BASE_URL")
+    monkeypatch.delenv("SPECREASON_SMALL_URL")
+    monkeypatch.setattr(launcher, "healthy", lambda spec, timeout=2.0: True)
+    checked = []
+
+    class Pair:
+        warnings: list[str] = []
+        thinking_opener = ""
+
+    monkeypatch.setattr(preflight, "check", lambda ctx: checked.append(ctx.base_url) or Pair())
+    monkeypatch.setattr(preflight, "check_speculation", lambda ctx: None)
+    args = argparse.Namespace(command="ask", servers="cpu-specdecode", no_serve=False,
+                              base_url=None, small_url=None, thinking_opener=None)
+    with ExitStack() as stack:
+        ctx = cli._servers_for(args, Context(), stack)
+    assert ctx.base_url == checked[0] == "http://127.0.0.1:8103/v1"
+    assert ctx.small_url == "http://127.0.0.1:8102/v1"
