@@ -4,17 +4,22 @@ instant local stand-in for a vLLM server (no model: canned replies), so the diff
 graph's own time.
 
     .venv/bin/python benchmarks/overhead.py [--runs 64] [--steps 8] [--levels 1 32]
+    .venv/bin/python benchmarks/overhead.py --latency 0.2 --runs 64 --levels 64   # a GPU server's pace
     .venv/bin/python benchmarks/overhead.py --quick            # two runs (the unit test's size)
     .venv/bin/python benchmarks/overhead.py --profile sqlite    # where a configuration's time goes
 
 The stand-in runs in a process of its own (its work does not take the client's interpreter lock):
 a threaded HTTP/1.1 server on 127.0.0.1 answering ``/v1/chat/completions`` with a step that ends at
 the delimiter (logprobs and usage included) or, for a one-token request, a judge reply of "9" with
-its top-10 logprobs. Every step is drafted, judged (score 9, kept) and committed; a run stops at its
-token budget after ``--steps`` steps. Each configuration — no checkpointer, ``InMemorySaver``,
-``SqliteSaver`` on a temporary file — runs at every level of concurrency (``runs.run_many`` without
-a checkpointer, ``graph.batch`` with a thread id per run with one; the plain loop on a thread pool
-of the same size), after a warm-up. Per step: wall time over all runs / steps (at concurrency > 1
+its top-10 logprobs, after ``--latency`` seconds (0: at once; 0.2 is a GPU server's pace). Every
+step is drafted, judged (score 9, kept) and committed; a run stops at its token budget after
+``--steps`` steps. Each configuration — no checkpointer, ``InMemorySaver``, SQLite on a temporary
+file, Postgres with ``--postgres DSN`` — runs at every level of concurrency on both paths, after a
+warm-up: ``sync`` (``runs.run_many``/``graph.batch`` with a thread id per run, the plain loop on a
+thread pool of the same size) and ``async`` (``runs.arun_many``/``graph.abatch``, the plain loop with
+``openai.AsyncOpenAI`` and a semaphore of the same size). With a latency, each row also gives the
+wall time of all runs against the ideal: every run in flight, ``steps × 2 × latency`` per wave of
+``in flight`` runs. Per step: wall time over all runs / steps (at concurrency > 1
 that is the inverse of throughput, so the difference is the graph's added CPU time per step), and
 the client process's CPU time over all its threads / steps (less at the mercy of a busy machine:
 the wall time of a step includes waiting for a core).
@@ -25,16 +30,19 @@ Prints a table and writes ``benchmarks/results/overhead/overhead.{json,md}`` (``
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import json
+import math
 import multiprocessing
+import os
 import platform
 import pstats
-import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,6 +53,10 @@ TOKENS_PER_STEP = 10
 DELIMITER = "\n\n"
 TARGET_MS = 5.0
 CHECKPOINTERS = ("none", "memory", "sqlite")
+"""Measured by default; ``postgres`` too when ``--postgres DSN`` is given."""
+PATHS = ("sync", "async")
+POOL = 64  # Postgres connections: one per run in flight
+PG_KWARGS = {"autocommit": True, "prepare_threshold": 0}  # what langgraph-checkpoint-postgres needs
 MODEL = "stub"
 
 
@@ -75,8 +87,9 @@ def _judge_reply() -> dict[str, Any]:
                       "prompt_tokens_details": {"cached_tokens": 160}}}
 
 
-def _serve(port_out: Any) -> None:
-    """The stand-in's process: answer until killed."""
+def _serve(port_out: Any, latency: float = 0.0) -> None:
+    """The stand-in's process: answer until killed, each reply ``latency`` seconds after its
+    request."""
     judge = json.dumps(_judge_reply()).encode()
     steps: dict[int, bytes] = {}
 
@@ -92,6 +105,8 @@ def _serve(port_out: Any) -> None:
                 messages = body["messages"]
                 n = str(messages[-1]["content"]).count(DELIMITER) if len(messages) > 1 else 0
                 reply = steps.get(n) or steps.setdefault(n, json.dumps(_step_reply(n)).encode())
+            if latency:
+                time.sleep(latency)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(reply)))
@@ -113,10 +128,13 @@ def _serve(port_out: Any) -> None:
 class Stub:
     """The stand-in in a process of its own, for a ``with`` block."""
 
+    def __init__(self, latency: float = 0.0):
+        self.latency = latency
+
     def __enter__(self) -> Stub:
         mp = multiprocessing.get_context("spawn")
         ports = mp.Queue()
-        self.process = mp.Process(target=_serve, args=(ports,), daemon=True)
+        self.process = mp.Process(target=_serve, args=(ports, self.latency), daemon=True)
         self.process.start()
         self.url = f"http://127.0.0.1:{ports.get(timeout=60)}/v1"
         return self
@@ -139,9 +157,10 @@ def context(url: str, steps: int) -> Any:
                    request_timeout=60)
 
 
-def plain_run(client: Any, ctx: Any, problem: str) -> int:
-    """SpecReason's calls for one problem with the ``openai`` client and nothing else: the draft
-    and the judge of every step, the same messages the graph sends. Returns the steps kept."""
+def plain_calls(ctx: Any, problem: str) -> Generator[dict[str, Any], Any, int]:
+    """SpecReason's calls for one problem as plain ``chat.completions.create`` arguments, and nothing
+    else: the draft and the judge of every step, the same messages the graph sends. Yields each
+    call's arguments, is sent its reply; returns the steps kept."""
     from specreason_graph import prompts
 
     user = prompts.render_problem(ctx.prompt, problem)
@@ -153,14 +172,14 @@ def plain_run(client: Any, ctx: Any, problem: str) -> int:
         messages = [{"role": "user", "content": user}]
         if prefill:
             messages.append({"role": "assistant", "content": prefill})
-        draft = client.chat.completions.create(
+        draft = yield dict(
             model=ctx.small_model, messages=messages, stop=[ctx.step_delimiter],
             max_tokens=ctx.max_step_tokens, temperature=ctx.temperature, top_p=ctx.top_p,
             logprobs=True, extra_body={"continue_final_message": bool(prefill),
                                        "add_generation_prompt": not prefill,
                                        "include_stop_str_in_output": True})
         text = draft.choices[0].message.content.removesuffix(ctx.step_delimiter)
-        verdict = client.chat.completions.create(
+        verdict = yield dict(
             model=ctx.base_model, max_tokens=1, temperature=0.0, logprobs=True,
             top_logprobs=ctx.judge_top_logprobs,
             messages=[messages[0], {"role": "assistant", "content": prefill + text},
@@ -174,6 +193,26 @@ def plain_run(client: Any, ctx: Any, problem: str) -> int:
     return len(steps)
 
 
+def plain_run(client: Any, ctx: Any, problem: str) -> int:
+    calls = plain_calls(ctx, problem)
+    reply = None
+    try:
+        while True:
+            reply = client.chat.completions.create(**calls.send(reply))
+    except StopIteration as done:
+        return int(done.value)
+
+
+async def aplain_run(client: Any, ctx: Any, problem: str) -> int:
+    calls = plain_calls(ctx, problem)
+    reply = None
+    try:
+        while True:
+            reply = await client.chat.completions.create(**calls.send(reply))
+    except StopIteration as done:
+        return int(done.value)
+
+
 def plain_many(url: str, ctx: Any, problems: Sequence[str], concurrency: int) -> int:
     import openai
 
@@ -182,38 +221,115 @@ def plain_many(url: str, ctx: Any, problems: Sequence[str], concurrency: int) ->
         return sum(pool.map(lambda p: plain_run(client, ctx, p), problems))
 
 
-def compiled(checkpointer: str, folder: Path) -> Any:
+async def aplain_many(url: str, ctx: Any, problems: Sequence[str], concurrency: int) -> int:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url, api_key="EMPTY", max_retries=0, timeout=60)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(problem: str) -> int:
+        async with gate:
+            return await aplain_run(client, ctx, problem)
+
+    try:
+        return sum(await asyncio.gather(*(one(p) for p in problems)))
+    finally:
+        await client.close()
+
+
+@contextmanager
+def compiled(checkpointer: str, folder: Path, postgres: str | None = None) -> Iterator[Any]:
+    """The graph with ``checkpointer`` for the sync path."""
     from specreason_graph import build_graph
 
     if checkpointer == "none":
-        return build_graph().compile()
-    if checkpointer == "memory":
+        yield build_graph().compile()
+    elif checkpointer == "memory":
         from langgraph.checkpoint.memory import InMemorySaver
 
-        return build_graph().compile(checkpointer=InMemorySaver())
-    from langgraph.checkpoint.sqlite import SqliteSaver
+        yield build_graph().compile(checkpointer=InMemorySaver())
+    elif checkpointer == "sqlite":
+        from langgraph.checkpoint.sqlite import SqliteSaver
 
-    path = folder / f"checkpoints-{time.monotonic_ns()}.sqlite"
-    return build_graph().compile(checkpointer=SqliteSaver(
-        sqlite3.connect(path, check_same_thread=False)))
+        path = folder / f"checkpoints-{time.monotonic_ns()}.sqlite"
+        with SqliteSaver.from_conn_string(str(path)) as saver:
+            yield build_graph().compile(checkpointer=saver)
+    else:
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg_pool import ConnectionPool
+
+        assert postgres, "the postgres checkpointer needs --postgres DSN"
+        with ConnectionPool(postgres, max_size=POOL, kwargs=PG_KWARGS) as pool:
+            saver = PostgresSaver(pool)  # type: ignore[arg-type]
+            saver.setup()
+            yield build_graph().compile(checkpointer=saver)
 
 
-def graph_many(graph: Any, ctx: Any, problems: Sequence[str], concurrency: int,
-               checkpointer: str) -> int:
-    from specreason_graph.runs import recursion_limit, run_many
+@asynccontextmanager
+async def acompiled(checkpointer: str, folder: Path, postgres: str | None = None
+                    ) -> AsyncIterator[Any]:
+    """The graph with ``checkpointer`` for the async path (the async savers)."""
+    from specreason_graph import build_graph
 
     if checkpointer == "none":
-        results = run_many(graph, problems, ctx, concurrency=concurrency)
-    else:  # a thread per run: what a checkpointer keys its checkpoints by
-        configs = [{"configurable": {"thread_id": f"run-{time.monotonic_ns()}-{i}"},
-                    "max_concurrency": concurrency, "recursion_limit": recursion_limit(ctx)}
-                   for i in range(len(problems))]
-        results = graph.batch([{"problem": p} for p in problems], config=configs, context=ctx,
-                              return_exceptions=True)
+        yield build_graph().compile()
+    elif checkpointer == "memory":
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        yield build_graph().compile(checkpointer=InMemorySaver())
+    elif checkpointer == "sqlite":
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        path = folder / f"checkpoints-{time.monotonic_ns()}.sqlite"
+        async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+            yield build_graph().compile(checkpointer=saver)
+    else:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg_pool import AsyncConnectionPool
+
+        assert postgres, "the postgres checkpointer needs --postgres DSN"
+        async with AsyncConnectionPool(postgres, max_size=POOL, kwargs=PG_KWARGS) as pool:
+            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+            await saver.setup()
+            yield build_graph().compile(checkpointer=saver)
+
+
+def _configs(ctx: Any, n: int, concurrency: int) -> list[dict[str, Any]]:
+    """A thread per run: what a checkpointer keys its checkpoints by."""
+    from specreason_graph.runs import recursion_limit
+
+    return [{"configurable": {"thread_id": f"run-{time.monotonic_ns()}-{i}"},
+             "max_concurrency": concurrency, "recursion_limit": recursion_limit(ctx)}
+            for i in range(n)]
+
+
+def _steps(results: Sequence[Any]) -> int:
     failed = [r for r in results if isinstance(r, Exception)]
     if failed:
         raise failed[0]
     return sum(len(r["steps"]) for r in results)
+
+
+def graph_many(graph: Any, ctx: Any, problems: Sequence[str], concurrency: int,
+               checkpointer: str) -> int:
+    from specreason_graph.runs import run_many
+
+    if checkpointer == "none":
+        return _steps(run_many(graph, problems, ctx, concurrency=concurrency))
+    return _steps(graph.batch([{"problem": p} for p in problems],
+                              config=_configs(ctx, len(problems), concurrency), context=ctx,
+                              return_exceptions=True))
+
+
+async def agraph_many(graph: Any, ctx: Any, problems: Sequence[str], concurrency: int,
+                      checkpointer: str) -> int:
+    from specreason_graph.runs import arun_many
+
+    if checkpointer == "none":
+        return _steps(await arun_many(graph, problems, ctx, concurrency=concurrency))
+    return _steps(await graph.abatch([{"problem": p} for p in problems],
+                                     config=_configs(ctx, len(problems), concurrency),
+                                     context=ctx, return_exceptions=True))
 
 
 # --- measuring -------------------------------------------------------------------------------------
@@ -226,49 +342,101 @@ def timed(call: Callable[[], int]) -> tuple[float, float, int]:
 
 
 def measure(url: str, *, runs: int, steps: int, levels: Sequence[int],
-            checkpointers: Sequence[str] = CHECKPOINTERS, repeats: int = 1,
+            checkpointers: Sequence[str] = CHECKPOINTERS, paths: Sequence[str] = PATHS,
+            repeats: int = 1, latency: float = 0.0, postgres: str | None = None,
             echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """One row per (checkpointer, concurrency): plain and graph milliseconds per step and the
+    """One row per (concurrency, path, checkpointer): plain and graph milliseconds per step and the
     difference. Each side takes the best of ``repeats`` (the machine's noise only adds time)."""
     ctx = context(url, steps)
     problems = [f"Problem {i}: what is {i} + {i}?" for i in range(runs)]
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
         for level in levels:
             warm = problems[: max(2, min(level, runs))]
-            plain_many(url, ctx, warm, level)
-            plain = best_of(repeats, lambda n=level: plain_many(url, ctx, problems, n))
-            for checkpointer in checkpointers:
-                graph = compiled(checkpointer, Path(folder))
-                graph_many(graph, ctx, warm, level, checkpointer)
-                mine = best_of(repeats, lambda g=graph, n=level, c=checkpointer: graph_many(
-                    g, ctx, problems, n, c))
-                assert mine["steps"] == plain["steps"] == runs * steps, (mine, plain)
-                row = {"checkpointer": checkpointer, "concurrency": level, "runs": runs,
-                       "steps": mine["steps"], "calls_per_step": 2,
-                       "plain_ms_per_step": plain["wall"], "graph_ms_per_step": mine["wall"],
-                       "added_ms_per_step": mine["wall"] - plain["wall"],
-                       "plain_cpu_ms_per_step": plain["cpu"], "graph_cpu_ms_per_step": mine["cpu"],
-                       "added_cpu_ms_per_step": mine["cpu"] - plain["cpu"]}
-                row["within_target"] = row["added_ms_per_step"] <= TARGET_MS
-                rows.append(row)
-                echo(f"  {checkpointer:<6} x{level:<3} wall: plain {plain['wall']:6.2f} graph "
-                     f"{mine['wall']:6.2f} added {row['added_ms_per_step']:6.2f}; cpu: plain "
-                     f"{plain['cpu']:6.2f} graph {mine['cpu']:6.2f} added "
-                     f"{row['added_cpu_ms_per_step']:6.2f} ms/step")
+            for path in paths:
+                if path == "sync":
+                    plain_many(url, ctx, warm, level)
+                    plain = best_of(repeats, lambda n=level: plain_many(url, ctx, problems, n))
+                else:
+                    plain = asyncio.run(_aseries(
+                        None, lambda n=level: aplain_many(url, ctx, problems, n),
+                        lambda n=level, w=warm: aplain_many(url, ctx, w, n), repeats))
+                for checkpointer in checkpointers:
+                    if path == "sync":
+                        with compiled(checkpointer, folder, postgres) as graph:
+                            graph_many(graph, ctx, warm, level, checkpointer)
+                            mine = best_of(repeats, lambda g=graph, n=level, c=checkpointer:
+                                           graph_many(g, ctx, problems, n, c))
+                    else:
+                        mine = asyncio.run(_aseries(
+                            acompiled(checkpointer, folder, postgres),
+                            lambda g, n=level, c=checkpointer: agraph_many(g, ctx, problems, n, c),
+                            lambda g, n=level, c=checkpointer, w=warm: agraph_many(g, ctx, w, n, c),
+                            repeats))
+                    assert mine["steps"] == plain["steps"] == runs * steps, (mine, plain)
+                    rows.append(row := _row(path, checkpointer, level, runs, steps, latency,
+                                            plain, mine))
+                    echo(f"  {path:<5} {checkpointer:<8} x{level:<3} wall: plain "
+                         f"{plain['wall']:6.2f} graph {mine['wall']:6.2f} added "
+                         f"{row['added_ms_per_step']:6.2f}; cpu: plain {plain['cpu']:6.2f} graph "
+                         f"{mine['cpu']:6.2f} added {row['added_cpu_ms_per_step']:6.2f} ms/step"
+                         + (f"; all runs {mine['seconds']:.2f} s, ideal {row['ideal_s']:.2f} s"
+                            if latency else ""))
     return rows
+
+
+def _row(path: str, checkpointer: str, level: int, runs: int, steps: int, latency: float,
+         plain: dict[str, float], mine: dict[str, float]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "path": path, "checkpointer": checkpointer, "concurrency": level, "runs": runs,
+        "steps": mine["steps"], "calls_per_step": 2,
+        "plain_ms_per_step": plain["wall"], "graph_ms_per_step": mine["wall"],
+        "added_ms_per_step": mine["wall"] - plain["wall"],
+        "plain_cpu_ms_per_step": plain["cpu"], "graph_cpu_ms_per_step": mine["cpu"],
+        "added_cpu_ms_per_step": mine["cpu"] - plain["cpu"], "latency_s": latency}
+    row["within_target"] = row["added_ms_per_step"] <= TARGET_MS
+    if latency:
+        # every run in flight: each wave of `level` runs takes steps × 2 calls × latency
+        ideal = math.ceil(runs / level) * steps * 2 * latency
+        row.update(ideal_s=ideal, plain_s=plain["seconds"], graph_s=mine["seconds"],
+                   plain_vs_ideal=plain["seconds"] / ideal, graph_vs_ideal=mine["seconds"] / ideal)
+    return row
 
 
 def best_of(repeats: int, call: Callable[[], int]) -> dict[str, float]:
     """Milliseconds per step, wall and CPU, each the least of ``repeats`` timings."""
-    found = [timed(call) for _ in range(repeats)]
+    return _best([timed(call) for _ in range(repeats)])
+
+
+def _best(found: Sequence[tuple[float, float, int]]) -> dict[str, float]:
     steps = found[0][2]
-    return {"wall": 1000 * min(f[0] for f in found) / steps,
-            "cpu": 1000 * min(f[1] for f in found) / steps, "steps": steps}
+    wall = min(f[0] for f in found)
+    return {"wall": 1000 * wall / steps, "cpu": 1000 * min(f[1] for f in found) / steps,
+            "steps": steps, "seconds": wall}
 
 
-COLUMNS = [("checkpointer", "checkpointer", "{}"), ("concurrency", "in flight", "{}"),
-           ("runs", "runs", "{}"), ("steps", "steps", "{}"),
+async def _aseries(setup: Any, call: Callable[..., Awaitable[int]],
+                   warm: Callable[..., Awaitable[int]], repeats: int) -> dict[str, float]:
+    """``best_of`` on the event loop: ``setup`` (an async context giving the graph, None for the
+    plain loop), a warm-up, then ``repeats`` timings."""
+    async def series(*graph: Any) -> dict[str, float]:
+        await warm(*graph)
+        found = []
+        for _ in range(repeats):
+            started, cpu = time.perf_counter(), time.process_time()
+            steps = await call(*graph)
+            found.append((time.perf_counter() - started, time.process_time() - cpu, steps))
+        return _best(found)
+
+    if setup is None:
+        return await series()
+    async with setup as graph:
+        return await series(graph)
+
+
+COLUMNS = [("path", "path", "{}"), ("checkpointer", "checkpointer", "{}"),
+           ("concurrency", "in flight", "{}"), ("runs", "runs", "{}"), ("steps", "steps", "{}"),
            ("plain_ms_per_step", "plain loop ms/step", "{:.2f}"),
            ("graph_ms_per_step", "graph ms/step", "{:.2f}"),
            ("added_ms_per_step", "added ms/step", "{:+.2f}"),
@@ -276,14 +444,18 @@ COLUMNS = [("checkpointer", "checkpointer", "{}"), ("concurrency", "in flight", 
            ("graph_cpu_ms_per_step", "graph CPU ms/step", "{:.2f}"),
            ("added_cpu_ms_per_step", "added CPU ms/step", "{:+.2f}"),
            ("within_target", f"added ≤ {TARGET_MS:g} ms", "{}")]
+LATENCY_COLUMNS = [("ideal_s", "ideal s", "{:.2f}"), ("plain_s", "plain loop s", "{:.2f}"),
+                   ("graph_s", "graph s", "{:.2f}"), ("graph_vs_ideal", "graph / ideal", "{:.2f}×")]
 
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
-             "|" + "|".join(":---" if k == "checkpointer" else "---:" for k, _, _ in COLUMNS) + "|"]
+    columns = COLUMNS + (LATENCY_COLUMNS if any(r.get("latency_s") for r in rows) else [])
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
+             "|" + "|".join(":---" if k in ("path", "checkpointer") else "---:"
+                            for k, _, _ in columns) + "|"]
     for row in rows:
         cells = [("yes" if row[k] else "**no**") if k == "within_target" else f.format(row[k])
-                 for k, _, f in COLUMNS]
+                 for k, _, f in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -308,7 +480,8 @@ LAYERS = [  # (what, path part, function): each one's time less the next one's
 ]
 
 
-def profile(url: str, checkpointer: str, *, runs: int, steps: int, top: int = 25) -> str:
+def profile(url: str, checkpointer: str, *, runs: int, steps: int, top: int = 25,
+            postgres: str | None = None) -> str:
     """Where a step's time goes with ``checkpointer``: cProfile of the runs one after the other
     with ``graph.invoke`` in this thread (LangGraph runs a superstep's only task in the calling
     thread; checkpoints are written by background threads cProfile does not see), split by layer,
@@ -324,8 +497,8 @@ def profile(url: str, checkpointer: str, *, runs: int, steps: int, top: int = 25
                 "configurable": {"thread_id": f"{tag}-{i}"},
                 "recursion_limit": recursion_limit(ctx)})
 
-    with tempfile.TemporaryDirectory() as folder:
-        graph = compiled(checkpointer, Path(folder))
+    with tempfile.TemporaryDirectory() as folder, compiled(checkpointer, Path(folder),
+                                                             postgres) as graph:
         run_all(graph, "warm")
         profiler = cProfile.Profile()
         profiler.enable()
@@ -339,7 +512,7 @@ def profile(url: str, checkpointer: str, *, runs: int, steps: int, top: int = 25
     spent = []
     for _, path, function in LAYERS:
         if function == "*nodes*":
-            names = ("guarded", "commit", "setup", "next_step", "first_step", "by_score",
+            names = ("model_node", "commit", "setup", "next_step", "first_step", "by_score",
                      "after_draft")
             spent.append(sum(_cumulative(stats, path, name) for name in names))
         else:
@@ -365,37 +538,71 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=2, help="best of this many timings")
     parser.add_argument("--quick", action="store_true",
                         help="two runs of two steps, 1 and 2 in flight (a check, not a measurement)")
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds the stand-in takes per reply (0: at once)")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    parser.add_argument("--checkpointers", nargs="+", choices=(*CHECKPOINTERS, "postgres"),
+                        help="default: none memory sqlite, and postgres with --postgres")
+    parser.add_argument("--postgres", metavar="DSN",
+                        help="a PostgreSQL database for the postgres checkpointer "
+                             "(postgresql://user@host:port/db)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--profile", choices=CHECKPOINTERS,
+    parser.add_argument("--profile", choices=(*CHECKPOINTERS, "postgres"),
                         help="print where the graph's time goes with this checkpointer instead")
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.steps, args.levels, args.repeats = 2, 2, [1, 2], 1
+    checkpointers = args.checkpointers or [*CHECKPOINTERS, *(["postgres"] if args.postgres else [])]
+    if "postgres" in checkpointers + [args.profile] and not args.postgres:
+        parser.error("the postgres checkpointer needs --postgres DSN")
 
-    with Stub() as stub:
+    load_before = os.getloadavg()
+    with Stub(args.latency) as stub:
         if args.profile:
-            print(profile(stub.url, args.profile, runs=args.runs, steps=args.steps))
+            print(profile(stub.url, args.profile, runs=args.runs, steps=args.steps,
+                          postgres=args.postgres))
             return {}
         print(f"{args.runs} runs × {args.steps} steps per configuration, 2 calls a step, "
-              f"against {stub.url}")
+              f"against {stub.url}" + (f", {args.latency:g} s per reply" if args.latency else ""))
         rows = measure(stub.url, runs=args.runs, steps=args.steps, levels=args.levels,
-                       repeats=args.repeats)
+                       checkpointers=checkpointers, paths=args.paths, repeats=args.repeats,
+                       latency=args.latency, postgres=args.postgres)
     result = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": {"host": platform.node(), "python": platform.python_version(),
                           "platform": platform.platform(), "cpus": multiprocessing.cpu_count()},
+              "conditions": {"load_before": [round(x, 2) for x in load_before],
+                             "load_after": [round(x, 2) for x in os.getloadavg()],
+                             "vllm_servers_running": _vllm_running()},
               "settings": {"runs": args.runs, "steps": args.steps, "levels": args.levels,
                            "repeats": args.repeats, "tokens_per_step": TOKENS_PER_STEP,
-                           "target_ms": TARGET_MS},
+                           "target_ms": TARGET_MS, "latency_s": args.latency,
+                           "paths": args.paths, "checkpointers": checkpointers},
               "rows": rows}
     table = markdown(rows)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+    conditions = result["conditions"]
     (args.out / "overhead.md").write_text(
         f"Graph overhead per step against a plain `openai` loop, {args.runs} runs × {args.steps} "
-        f"steps, best of {args.repeats} ({result['when']}, {platform.node()}, "
-        f"{multiprocessing.cpu_count()} CPUs):\n\n{table}\n")
+        f"steps, best of {args.repeats}"
+        + (f", the stand-in answering after {args.latency:g} s" if args.latency else "")
+        + f" ({result['when']}, {platform.node()}, {multiprocessing.cpu_count()} CPUs; load "
+        f"average {conditions['load_before'][0]:.2f} before, {conditions['load_after'][0]:.2f} "
+        f"after; vLLM servers running: {'yes' if conditions['vllm_servers_running'] else 'no'})"
+        f":\n\n{table}\n")
     return result
+
+
+def _vllm_running() -> bool:
+    """Whether a vLLM server process is on this machine (its CPU use would be in the timings)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"vllm" in cmdline.read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 if __name__ == "__main__":

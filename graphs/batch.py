@@ -23,6 +23,7 @@ import operator
 from typing import Annotated, Any
 
 from langchain_core.language_models import BaseChatModel
+from langgraph._internal._runnable import RunnableCallable  # the prebuilt agents' node type
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -79,18 +80,32 @@ def prepare(state: BatchInput) -> dict:
 
 
 class Solve:
-    """The ``solve`` node over one compiled SpecReason graph."""
+    """The ``solve`` node over one compiled SpecReason graph: ``invoke`` on the sync path,
+    ``ainvoke`` on the async one (:meth:`node` gives both to LangGraph)."""
 
     def __init__(self, specreason: CompiledStateGraph[State, Context, InputState, OutputState]):
         self.specreason = specreason
 
-    def __call__(self, state: SolveInput, runtime: Runtime[Context]) -> dict:
-        """One question through SpecReason; the result is one entry of ``results``."""
-        out = self.specreason.invoke({"problem": state["problem"]}, context=context.of(runtime))
+    @staticmethod
+    def _result(state: SolveInput, out: dict[str, Any]) -> dict:
         return {"results": [{
             "index": state["index"], "question": state["problem"], "answer": out.get("answer"),
             "stop_reason": out.get("stop_reason"), "steps": len(out["steps"]),
             "summary": summarize(out["trace"])}]}
+
+    def __call__(self, state: SolveInput, runtime: Runtime[Context]) -> dict:
+        """One question through SpecReason; the result is one entry of ``results``."""
+        out = self.specreason.invoke({"problem": state["problem"]}, context=context.of(runtime))
+        return self._result(state, out)
+
+    async def asolve(self, state: SolveInput, runtime: Runtime[Context]) -> dict:
+        """:meth:`__call__` for the async path."""
+        out = await self.specreason.ainvoke({"problem": state["problem"]},
+                                            context=context.of(runtime))
+        return self._result(state, out)
+
+    def node(self) -> RunnableCallable:
+        return RunnableCallable(self.__call__, self.asolve, name="solve", trace=False)
 
 
 def collect(state: BatchState) -> dict:
@@ -114,7 +129,7 @@ def build_batch(*, small: BaseChatModel | None = None, base: BaseChatModel | Non
     builder = StateGraph(BatchState, input_schema=BatchInput, output_schema=BatchOutput,
                          context_schema=Context)
     builder.add_node("prepare", prepare)
-    builder.add_node("solve", Solve(specreason), input_schema=SolveInput)
+    builder.add_node("solve", Solve(specreason).node(), input_schema=SolveInput)
     builder.add_node("collect", collect)
 
     builder.add_edge(START, "prepare")

@@ -54,8 +54,8 @@ from typing_extensions import TypedDict
 from specreason_graph import context, models, prompts, rules
 from specreason_graph.context import Context
 from specreason_graph.evaluation import grading
-from specreason_graph.graph import compile_graph
-from specreason_graph.models import RETRY, Models
+from specreason_graph.graph import calls_model, compile_graph
+from specreason_graph.models import RETRY, Calls, Models
 from specreason_graph.state import StepRecord, StopReason
 
 RETRY_THRESHOLD = 9
@@ -142,35 +142,26 @@ def prepare(state: SolverInput) -> dict:
             "stop_reason": None, "kept_tokens": 0}
 
 
-class SmallModelNodes:
-    """The solver's own model calls, both to the small model, over one ``Models``."""
+def route(state: SolverState, runtime: Runtime[Context]) -> Calls[dict]:
+    """The small model calls the question easy or hard (one short greedy call)."""
+    reply: models.Reply = yield models.Completion(
+        "small", [HumanMessage(prompts.render_problem("route", state["problem"]))],
+        max_tokens=ROUTE_MAX_TOKENS, temperature=0.0)
+    return {"route": parse_route(reply.text)}
 
-    def __init__(self, chats: Models):
-        self.chats = chats
 
-    def route(self, state: SolverState, runtime: Runtime[Context]) -> dict:
-        """The small model calls the question easy or hard (one short greedy call)."""
-        reply = models.complete(
-            self.chats.chat("small", context.of(runtime)),
-            [HumanMessage(prompts.render_problem("route", state["problem"]))],
-            max_tokens=ROUTE_MAX_TOKENS, temperature=0.0)
-        return {"route": parse_route(reply.text)}
-
-    def direct(self, state: SolverState, runtime: Runtime[Context]) -> dict:
-        """The small model answers in one call with the problem prompt (its whole answer is one
-        step)."""
-        ctx = context.of(runtime)
-        reply = models.complete(
-            self.chats.chat("small", ctx),
-            [HumanMessage(prompts.render_problem(ctx.prompt, state["problem"]))],
-            max_tokens=ctx.token_budget, temperature=ctx.temperature, top_p=ctx.top_p,
-            seed=ctx.seed)
-        text = reply.text.strip()
-        answer = rules.extract_answer(text)
-        stop: StopReason = ("answer" if answer is not None else
-                            "token_budget" if reply.finish_reason == "length" else "finished")
-        return {"steps": [text], "trace": [], "answer": answer, "stop_reason": stop,
-                "kept_tokens": reply.tokens}
+def direct(state: SolverState, runtime: Runtime[Context]) -> Calls[dict]:
+    """The small model answers in one call with the problem prompt (its whole answer is one step)."""
+    ctx = context.of(runtime)
+    reply: models.Reply = yield models.Completion(
+        "small", [HumanMessage(prompts.render_problem(ctx.prompt, state["problem"]))],
+        max_tokens=ctx.token_budget, temperature=ctx.temperature, top_p=ctx.top_p, seed=ctx.seed)
+    text = reply.text.strip()
+    answer = rules.extract_answer(text)
+    stop: StopReason = ("answer" if answer is not None else
+                        "token_budget" if reply.finish_reason == "length" else "finished")
+    return {"steps": [text], "trace": [], "answer": answer, "stop_reason": stop,
+            "kept_tokens": reply.tokens}
 
 
 def check(state: SolverState, runtime: Runtime[Context]) -> dict:
@@ -215,14 +206,14 @@ def build_solver(*, small: BaseChatModel | None = None, base: BaseChatModel | No
     """The uncompiled solver. ``small``/``base`` replace the Context's endpoints for every call
     (``route`` and ``direct`` use the small model, SpecReason both); compile it with your own
     checkpointer if you want threads."""
-    nodes = SmallModelNodes(Models(small, base))
+    pair = Models(small, base)
     specreason = compile_graph(small=small, base=base)
 
     builder = StateGraph(SolverState, input_schema=SolverInput, output_schema=SolverOutput,
                          context_schema=Context)
     builder.add_node("prepare", prepare)
-    builder.add_node("route", nodes.route, retry_policy=RETRY)
-    builder.add_node("direct", nodes.direct, retry_policy=RETRY)
+    builder.add_node("route", calls_model(pair, "small", route), retry_policy=RETRY)
+    builder.add_node("direct", calls_model(pair, "small", direct), retry_policy=RETRY)
     builder.add_node("specreason", specreason)
     builder.add_node("check", check)
 

@@ -2,22 +2,24 @@
 judge: the base model, one token), a step below the threshold is rewritten by the base model from
 the same prefix. The drawing is ``tests/unit_tests/snapshots/graph.mermaid`` (and the README's).
 
-Reads top to bottom: the nodes, the routers, the wiring. Model calls go through ``models.Models``,
-judges through ``judges``, message layouts through ``prompts``, pure decisions through ``rules``.
-Nodes take ``(state, runtime)``; the ones that call a model are methods of :class:`Nodes`, which
-holds the graph's one :class:`~specreason_graph.models.Models`.
+Reads top to bottom: the nodes, the routers, the wiring. Model calls go through ``models``, judges
+through ``judges``, message layouts through ``prompts``, pure decisions through ``rules``. Nodes take
+``(state, runtime)``. The ones that call a model ``yield`` each call (``reply = yield Step(...)``)
+and return their update; :func:`calls_model` makes each a node with a sync and an async path over
+the graph's one :class:`~specreason_graph.models.Models`, so ``invoke`` and ``ainvoke``/``astream``
+run the same code, the async one with no thread in between.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import wraps
 from typing import Any, Literal
 
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
+from langgraph._internal._runnable import RunnableCallable  # the prebuilt agents' node type
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -27,6 +29,7 @@ from specreason_graph import context, judges, models, prompts, rules
 from specreason_graph.context import Context
 from specreason_graph.models import (
     RETRY,
+    Calls,
     ContextFull,
     MalformedReply,
     ModelCallError,
@@ -35,9 +38,6 @@ from specreason_graph.models import (
     StepReply,
 )
 from specreason_graph.state import InputState, OutputState, State, StepRecord
-
-Node = Callable[[State, Runtime[Context]], dict]
-"""A node function: the state and the run's runtime in, a state update out."""
 
 
 def _record(state: State, **fields: object) -> StepRecord:
@@ -71,107 +71,118 @@ def setup(state: InputState, runtime: Runtime[Context]) -> dict:
             "pending": None, "stop_reason": None, "answer": None}
 
 
-class Nodes:
-    """The nodes that call a model, over one pair of models."""
-
-    def __init__(self, models: Models):
-        self.models = models
-
-    def _write(self, role: Role, state: State, ctx: Context) -> StepReply:
-        """The next step from ``role``, continuing the kept steps (the same call for both models)."""
-        messages, continue_final = prompts.step_messages(
-            state["user_prompt"], state["steps"], ctx.thinking_opener, ctx.step_delimiter)
-        return self.models.write_step(role, ctx, messages, continue_final=continue_final)
-
-    def draft(self, state: State, runtime: Runtime[Context]) -> dict:
-        """The small model proposes the next step."""
-        reply = self._write("small", state, context.of(runtime))
-        return {"pending": _record(
-            state, writer="small", text=reply.text, tokens=reply.tokens, truncated=reply.truncated,
-            ended_turn=reply.ended_turn, draft=reply.text, draft_tokens=reply.tokens,
-            draft_ms=reply.ms, draft_logprobs=None if reply.logprobs is None else list(reply.logprobs))}
-
-    def judge(self, state: State, runtime: Runtime[Context]) -> dict:
-        """The run's judge scores the draft (``Context.also_judge`` are asked too, for the record);
-        the score decides the next edge."""
-        ctx = context.of(runtime)
-        pending = state["pending"]
-        assert pending is not None and pending["draft"] is not None
-        case = judges.Case(state["user_prompt"], state["steps"], pending["draft"],
-                           pending["draft_logprobs"])
-        verdict = judges.ask(ctx.judge, case, ctx, self.models)
-        seen = {ctx.judge: verdict.record()}
-        for name in ctx.also_judge:
-            if name not in seen:
-                seen[name] = judges.ask(name, case, ctx, self.models, aside=True).record()
-        threshold = rules.threshold_for(state.get("threshold"), ctx.threshold)
-        return {"pending": {**pending, "judge": ctx.judge, "judges": seen,
-                            "score": verdict.score, "judge_token": verdict.token,
-                            "judge_alternatives": verdict.alternatives, "judge_error": verdict.error,
-                            "accepted": verdict.score >= threshold, "judge_ms": verdict.ms,
-                            "judge_prompt_tokens": verdict.prompt_tokens,
-                            "judge_cached_tokens": verdict.cached_tokens}}
-
-    def regenerate(self, state: State, runtime: Runtime[Context]) -> dict:
-        """The base model rewrites a rejected step from the same prefix (it never sees the draft)."""
-        pending = state["pending"]
-        assert pending is not None
-        reply = self._write("base", state, context.of(runtime))
-        return {"pending": {**pending, "writer": "base", "text": reply.text,
-                            "tokens": reply.tokens, "truncated": reply.truncated,
-                            "ended_turn": reply.ended_turn, "base_tokens": reply.tokens,
-                            "base_ms": reply.ms}}
-
-    def one_request(self, state: State, runtime: Runtime[Context]) -> dict:
-        """The paper's baselines: one model writes the whole solution in one request."""
-        ctx = context.of(runtime)
-        role: Role = ctx.one_request or "base"
-        reply = models.complete(
-            self.models.chat(role, ctx), [HumanMessage(state["user_prompt"])],
-            max_tokens=ctx.token_budget, temperature=ctx.temperature, top_p=ctx.top_p,
-            seed=ctx.seed, tokens_required=True)
-        text = reply.text.strip()
-        record = _record(state, writer=role, text=text, tokens=reply.tokens,
-                         truncated=reply.finish_reason == "length", ended_turn=True, ms=reply.ms,
-                         **({"base_tokens": reply.tokens, "base_ms": reply.ms} if role == "base"
-                            else {"draft": text, "draft_tokens": reply.tokens, "draft_ms": reply.ms}))
-        stop = rules.stop_reason([text], reply.tokens, ctx.token_budget,
-                                 ended_turn=reply.finish_reason != "length") or "token_budget"
-        return {"steps": [text], "trace": [record], "kept_tokens": reply.tokens,
-                "stop_reason": stop, "answer": rules.extract_answer(text)}
-
-    def base_step(self, state: State, runtime: Runtime[Context]) -> dict:
-        """One of the first_n_base steps: the base model writes it, no draft, no judge."""
-        reply = self._write("base", state, context.of(runtime))
-        return {"pending": _record(
-            state, writer="base", forced=True, text=reply.text, tokens=reply.tokens,
-            truncated=reply.truncated, ended_turn=reply.ended_turn, base_tokens=reply.tokens,
-            base_ms=reply.ms)}
+def _write(role: Role, state: State, ctx: Context) -> models.Step:
+    """The next step from ``role``, continuing the kept steps (the same call for both models)."""
+    messages, continue_final = prompts.step_messages(
+        state["user_prompt"], state["steps"], ctx.thinking_opener, ctx.step_delimiter)
+    return models.Step.of(role, ctx, messages, continue_final=continue_final)
 
 
-def calls_model(role: Role | Callable[[Context], Role], node: Node) -> Any:
-    """``node`` calls the ``role`` model (or the one ``role(ctx)`` names): a full context ends the
-    run (stop reason ``context_full``); a server error becomes a ``ModelCallError`` naming the
-    server, the node and the step."""
-    @wraps(node)
-    def guarded(state: State, runtime: Runtime[Context]) -> dict:
+def draft(state: State, runtime: Runtime[Context]) -> Calls[dict]:
+    """The small model proposes the next step."""
+    reply: StepReply = yield _write("small", state, context.of(runtime))
+    return {"pending": _record(
+        state, writer="small", text=reply.text, tokens=reply.tokens, truncated=reply.truncated,
+        ended_turn=reply.ended_turn, draft=reply.text, draft_tokens=reply.tokens,
+        draft_ms=reply.ms, draft_logprobs=None if reply.logprobs is None else list(reply.logprobs))}
+
+
+def judge(state: State, runtime: Runtime[Context]) -> Calls[dict]:
+    """The run's judge scores the draft (``Context.also_judge`` are asked too, for the record);
+    the score decides the next edge."""
+    ctx = context.of(runtime)
+    pending = state["pending"]
+    assert pending is not None and pending["draft"] is not None
+    case = judges.Case(state["user_prompt"], state["steps"], pending["draft"],
+                       pending["draft_logprobs"])
+    verdict = yield from judges.ask(ctx.judge, case, ctx)
+    seen = {ctx.judge: verdict.record()}
+    for name in ctx.also_judge:
+        if name not in seen:
+            seen[name] = (yield from judges.ask(name, case, ctx, aside=True)).record()
+    threshold = rules.threshold_for(state.get("threshold"), ctx.threshold)
+    return {"pending": {**pending, "judge": ctx.judge, "judges": seen,
+                        "score": verdict.score, "judge_token": verdict.token,
+                        "judge_alternatives": verdict.alternatives, "judge_error": verdict.error,
+                        "accepted": verdict.score >= threshold, "judge_ms": verdict.ms,
+                        "judge_prompt_tokens": verdict.prompt_tokens,
+                        "judge_cached_tokens": verdict.cached_tokens}}
+
+
+def regenerate(state: State, runtime: Runtime[Context]) -> Calls[dict]:
+    """The base model rewrites a rejected step from the same prefix (it never sees the draft)."""
+    pending = state["pending"]
+    assert pending is not None
+    reply: StepReply = yield _write("base", state, context.of(runtime))
+    return {"pending": {**pending, "writer": "base", "text": reply.text,
+                        "tokens": reply.tokens, "truncated": reply.truncated,
+                        "ended_turn": reply.ended_turn, "base_tokens": reply.tokens,
+                        "base_ms": reply.ms}}
+
+
+def one_request(state: State, runtime: Runtime[Context]) -> Calls[dict]:
+    """The paper's baselines: one model writes the whole solution in one request."""
+    ctx = context.of(runtime)
+    role: Role = ctx.one_request or "base"
+    reply: models.Reply = yield models.Completion(
+        role, [HumanMessage(state["user_prompt"])], max_tokens=ctx.token_budget,
+        temperature=ctx.temperature, top_p=ctx.top_p, seed=ctx.seed, tokens_required=True)
+    text = reply.text.strip()
+    record = _record(state, writer=role, text=text, tokens=reply.tokens,
+                     truncated=reply.finish_reason == "length", ended_turn=True, ms=reply.ms,
+                     **({"base_tokens": reply.tokens, "base_ms": reply.ms} if role == "base"
+                        else {"draft": text, "draft_tokens": reply.tokens, "draft_ms": reply.ms}))
+    stop = rules.stop_reason([text], reply.tokens, ctx.token_budget,
+                             ended_turn=reply.finish_reason != "length") or "token_budget"
+    return {"steps": [text], "trace": [record], "kept_tokens": reply.tokens,
+            "stop_reason": stop, "answer": rules.extract_answer(text)}
+
+
+def base_step(state: State, runtime: Runtime[Context]) -> Calls[dict]:
+    """One of the first_n_base steps: the base model writes it, no draft, no judge."""
+    reply: StepReply = yield _write("base", state, context.of(runtime))
+    return {"pending": _record(
+        state, writer="base", forced=True, text=reply.text, tokens=reply.tokens,
+        truncated=reply.truncated, ended_turn=reply.ended_turn, base_tokens=reply.tokens,
+        base_ms=reply.ms)}
+
+
+def calls_model(pair: Models, role: Role | Callable[[Context], Role],
+                node: Callable[[Any, Runtime[Context]], Calls[dict]]) -> RunnableCallable:
+    """The graph node for ``node``, whose model calls (to the ``role`` model, or the one ``role(ctx)``
+    names) ``pair`` sends: with ``invoke`` when the graph runs sync, with ``ainvoke`` under
+    ``ainvoke``/``astream``/``abatch`` (no thread pool; a cancelled run cancels its request), the
+    two paths LangGraph's prebuilt agents give their model node. A full context ends the run (stop
+    reason ``context_full``); a server error becomes a ``ModelCallError`` naming the server, the
+    node and the step."""
+    def failed(exc: Exception, state: State, runtime: Runtime[Context]) -> dict:
         ctx = context.of(runtime)
         who: Role = role(ctx) if callable(role) else role
-        try:
-            return node(state, runtime)
-        except ContextFull as exc:
-            url, _ = ctx.endpoint(who)
-            if not state["steps"]:  # nothing fits: bad input, not a stop
+        url, _ = ctx.endpoint(who)
+        steps = state.get("steps") or []
+        if isinstance(exc, ContextFull):
+            if not steps:  # nothing fits: bad input, not a stop
                 raise ValueError(f"the problem does not fit the {who} model's context at "
                                  f"{url}: {exc}") from None
             runtime.stream_writer({"event": "stop", "stop_reason": "context_full",
                                    "detail": str(exc)})
             return {"stop_reason": "context_full", "pending": None,
-                    "answer": rules.extract_answer(state["steps"][-1])}
-        except (openai.APIError, MalformedReply) as exc:
-            url, _ = ctx.endpoint(who)
-            raise ModelCallError(who, url, node.__name__, len(state["steps"]), exc) from exc
-    return guarded
+                    "answer": rules.extract_answer(steps[-1])}
+        raise ModelCallError(who, url, node.__name__, len(steps), exc) from exc
+
+    def model_node(state: State, runtime: Runtime[Context]) -> dict:
+        try:
+            return pair.drive(node(state, runtime), context.of(runtime))
+        except (ContextFull, openai.APIError, MalformedReply) as exc:
+            return failed(exc, state, runtime)
+
+    async def amodel_node(state: State, runtime: Runtime[Context]) -> dict:
+        try:
+            return await pair.adrive(node(state, runtime), context.of(runtime))
+        except (ContextFull, openai.APIError, MalformedReply) as exc:
+            return failed(exc, state, runtime)
+
+    return RunnableCallable(model_node, amodel_node, name=node.__name__, trace=False)
 
 
 def commit(state: State, runtime: Runtime[Context]) -> dict:
@@ -260,16 +271,16 @@ def build_graph(*, small: BaseChatModel | None = None, base: BaseChatModel | Non
                 retry: RetryPolicy = RETRY) -> StateGraph[State, Context, InputState, OutputState]:
     """The uncompiled SpecReason graph. Pass chat models to use them instead of the Context's
     endpoints; compile it with your own checkpointer (``builder.compile(checkpointer=...)``)."""
-    nodes = Nodes(Models(small, base))
+    pair = Models(small, base)
     builder = StateGraph(State, input_schema=InputState, output_schema=OutputState,
                          context_schema=Context)
     builder.add_node("setup", setup)
-    builder.add_node("draft", calls_model("small", nodes.draft), retry_policy=retry)
-    builder.add_node("judge", calls_model("base", nodes.judge), retry_policy=retry)
-    builder.add_node("regenerate", calls_model("base", nodes.regenerate), retry_policy=retry)
-    builder.add_node("base_step", calls_model("base", nodes.base_step), retry_policy=retry)
-    builder.add_node("one_request", calls_model(lambda ctx: ctx.one_request or "base",
-                                                nodes.one_request), retry_policy=retry)
+    builder.add_node("draft", calls_model(pair, "small", draft), retry_policy=retry)
+    builder.add_node("judge", calls_model(pair, "base", judge), retry_policy=retry)
+    builder.add_node("regenerate", calls_model(pair, "base", regenerate), retry_policy=retry)
+    builder.add_node("base_step", calls_model(pair, "base", base_step), retry_policy=retry)
+    builder.add_node("one_request", calls_model(pair, lambda ctx: ctx.one_request or "base",
+                                                one_request), retry_policy=retry)
     builder.add_node("commit", commit)
 
     builder.add_edge(START, "setup")

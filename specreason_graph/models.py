@@ -9,15 +9,26 @@ Nothing here needs the raw ``openai`` client.
 One ``ChatOpenAI`` per endpoint (cached), no model-name lookup per request: the served name is a
 setting. :class:`Models` is the one object nodes reach the two models through; the server errors worth
 a retry and the one :data:`RETRY` policy every model-calling node uses live here too.
+
+Sync and async from one definition: a model call is a small object that says what to send and how to
+read the reply (:class:`Step`, :class:`JudgeToken`, :class:`PromptLogprobs`, :class:`Completion`), with
+no I/O. Nodes and judges are generators that ``yield`` such calls and get the replies back;
+:meth:`Models.drive` sends them with ``invoke`` (the graph's ``invoke``/``stream``/``batch``) and
+:meth:`Models.adrive` with ``ainvoke`` (``ainvoke``/``astream``/``abatch``: the chat model's own async
+client, no thread pool, and a cancelled run cancels its HTTP request).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -89,12 +100,13 @@ def _malformed(exc: Exception) -> MalformedReply:
     return exc if isinstance(exc, MalformedReply) else MalformedReply(f"{type(exc).__name__}: {exc}")
 
 
-def _call(chat: BaseChatModel, messages: list[BaseMessage], **params: Any) -> AIMessage:
-    """``chat.invoke`` with the two failures every call tells apart: a prompt that does not fit the
-    context (:class:`ContextFull`) and a reply that is not a completion (:class:`MalformedReply`);
-    anything else propagates as it is."""
+@contextmanager
+def _told_apart() -> Iterator[None]:
+    """The two failures every call tells apart: a prompt that does not fit the context
+    (:class:`ContextFull`) and a reply that is not a completion (:class:`MalformedReply`); anything
+    else propagates as it is."""
     try:
-        return chat.invoke(messages, **params)  # type: ignore[return-value]
+        yield
     except openai.BadRequestError as exc:
         _raise_if_context_full(exc)
         raise
@@ -174,6 +186,32 @@ def chat_model(url: str, model: str, api_key: str | None, timeout: float) -> Cha
     )
 
 
+_per_loop: dict[asyncio.AbstractEventLoop, dict[tuple[str, str, str | None, float], ChatOpenAI]] = {}
+_per_loop_lock = threading.Lock()
+
+
+def async_chat_model(url: str, model: str, api_key: str | None, timeout: float) -> ChatOpenAI:
+    """The shared client for one endpoint on the running event loop (for ``ainvoke``).
+
+    An httpx ``AsyncClient``'s connections belong to the loop that opened them, and langchain-openai
+    shares one per URL across every loop (langchain-ai/langchain#35783): after one ``asyncio.run``,
+    the next would fail with "Event loop is closed". So each loop gets its own chat model with its
+    own ``AsyncClient``; a closed loop's are dropped at the next lookup."""
+    loop = asyncio.get_running_loop()
+    key = (url, model, api_key, timeout)
+    with _per_loop_lock:
+        for gone in [other for other in _per_loop if other.is_closed()]:
+            del _per_loop[gone]
+        chats = _per_loop.setdefault(loop, {})
+        if key not in chats:
+            chats[key] = VLLMChatOpenAI(
+                base_url=url, model=model,
+                api_key=api_key or "EMPTY",  # type: ignore[arg-type]
+                timeout=timeout, max_retries=0, stream_usage=True,
+                http_async_client=openai.DefaultAsyncHttpxClient(timeout=timeout))
+        return chats[key]
+
+
 def _usage(message: AIMessage) -> tuple[int, int, int | None]:
     usage: dict[str, Any] = dict(message.usage_metadata or {})
     cached = (usage.get("input_token_details") or {}).get("cache_read")
@@ -194,28 +232,119 @@ def _generated_tokens(message: AIMessage) -> int:
                          "by): the token budget could not be kept")
 
 
+# --- model calls: what to send and how to read the reply, no I/O ---------------------------------
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Call(Protocol[T_co]):
+    """One chat request to one of the two models and how to read its reply. Nodes and judges
+    ``yield`` calls; :class:`Models` sends them (``invoke`` or ``ainvoke``) and sends the reply back."""
+
+    @property
+    def role(self) -> Role: ...
+
+    @property
+    def messages(self) -> list[BaseMessage]: ...
+
+    def params(self) -> dict[str, Any]:
+        """The request's keyword arguments for the chat model (sampling, ``extra_body``)."""
+        ...
+
+    def read(self, reply: AIMessage, ms: float) -> T_co:
+        """The result, from the model's reply and the call's wall time."""
+        ...
+
+    def malformed(self, exc: MalformedReply, ms: float) -> T_co:
+        """The result when the reply was not a completion (most calls raise ``exc``)."""
+        ...
+
+
+Calls = Generator[Call[Any], Any, T]
+"""A node or judge: yields its model calls, is sent each call's result, returns its own result."""
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def send(chat: BaseChatModel, call: Call[T]) -> T:
+    """``call`` through ``chat.invoke``."""
+    started = time.perf_counter()
+    try:
+        with _told_apart():
+            reply = chat.invoke(call.messages, **call.params())
+    except MalformedReply as exc:
+        return call.malformed(exc, _ms(started))
+    assert isinstance(reply, AIMessage)
+    return call.read(reply, _ms(started))
+
+
+async def asend(chat: BaseChatModel, call: Call[T]) -> T:
+    """``call`` through ``chat.ainvoke``: the chat model's async client, no thread pool; cancelling
+    the awaiting task closes the HTTP request (and vLLM aborts the request it was serving)."""
+    started = time.perf_counter()
+    try:
+        with _told_apart():
+            reply = await chat.ainvoke(call.messages, **call.params())
+    except MalformedReply as exc:
+        return call.malformed(exc, _ms(started))
+    assert isinstance(reply, AIMessage)
+    return call.read(reply, _ms(started))
+
+
+class _RaiseMalformed:
+    def malformed(self, exc: MalformedReply, ms: float) -> Any:
+        raise exc
+
+
+@dataclass(frozen=True)
+class Step(_RaiseMalformed):
+    """Generate up to the next delimiter (continuing the pre-filled assistant turn if asked)."""
+
+    role: Role
+    messages: list[BaseMessage]
+    continue_final: bool
+    delimiter: str
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None = None
+
+    @classmethod
+    def of(cls, role: Role, ctx: Context, messages: list[BaseMessage], *,
+           continue_final: bool) -> Step:
+        """The next step from ``role`` with the run's delimiter, step length and sampling."""
+        return cls(role, messages, continue_final, ctx.step_delimiter, ctx.max_step_tokens,
+                   ctx.temperature, ctx.top_p, ctx.seed)
+
+    def params(self) -> dict[str, Any]:
+        return {"stop": [self.delimiter], "max_tokens": self.max_tokens,
+                "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
+                "logprobs": True,  # the draft's own confidence, free with it (`confidence` judge)
+                "extra_body": {"continue_final_message": self.continue_final,
+                               "add_generation_prompt": not self.continue_final,
+                               "include_stop_str_in_output": True}}
+
+    def read(self, reply: AIMessage, ms: float) -> StepReply:
+        text = str(reply.text)
+        finish = reply.response_metadata.get("finish_reason")
+        at_delimiter = text.endswith(self.delimiter)
+        if at_delimiter:
+            text = text[: -len(self.delimiter)]
+        return StepReply(text=text, tokens=_generated_tokens(reply), truncated=finish == "length",
+                         ended_turn=finish == "stop" and not at_delimiter, ms=ms,
+                         logprobs=_text_logprobs(reply.response_metadata.get("logprobs"),
+                                                 self.delimiter if at_delimiter else ""))
+
+
 def write_step(chat: BaseChatModel, messages: list[BaseMessage], *, continue_final: bool,
                delimiter: str, max_tokens: int, temperature: float, top_p: float,
                seed: int | None = None) -> StepReply:
-    """Generate up to the next delimiter (continuing the pre-filled assistant turn if asked)."""
-    started = time.perf_counter()
-    reply = _call(
-        chat, messages, stop=[delimiter], max_tokens=max_tokens, temperature=temperature,
-        top_p=top_p, seed=seed,
-        logprobs=True,  # the draft's own confidence, free with the draft (the `confidence` judge)
-        extra_body={"continue_final_message": continue_final,
-                    "add_generation_prompt": not continue_final,
-                    "include_stop_str_in_output": True})
-    ms = (time.perf_counter() - started) * 1000
-    text = str(reply.text)
-    finish = reply.response_metadata.get("finish_reason")
-    at_delimiter = text.endswith(delimiter)
-    if at_delimiter:
-        text = text[: -len(delimiter)]
-    return StepReply(text=text, tokens=_generated_tokens(reply), truncated=finish == "length",
-                     ended_turn=finish == "stop" and not at_delimiter, ms=ms,
-                     logprobs=_text_logprobs(reply.response_metadata.get("logprobs"),
-                                             delimiter if at_delimiter else ""))
+    """A :class:`Step` sent to ``chat`` (sync)."""
+    return send(chat, Step("base", messages, continue_final, delimiter, max_tokens, temperature,
+                           top_p, seed))
 
 
 def _text_logprobs(logprobs: Any, delimiter: str) -> tuple[float, ...] | None:
@@ -230,23 +359,40 @@ def _text_logprobs(logprobs: Any, delimiter: str) -> tuple[float, ...] | None:
     return tuple(lp for _, lp in content)
 
 
-def complete(chat: BaseChatModel, messages: list[BaseMessage], *, max_tokens: int,
-             temperature: float, top_p: float | None = None, seed: int | None = None,
-             tokens_required: bool = False) -> Reply:
+@dataclass(frozen=True)
+class Completion(_RaiseMalformed):
     """One ordinary chat completion (for agents built around the graph: routing, direct answers;
     the one-request baselines). ``tokens_required``: a reply that does not say how many tokens it
     generated is a MalformedReply (else it counts 0)."""
-    started = time.perf_counter()
-    params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
-    if top_p is not None:
-        params["top_p"] = top_p
-    if seed is not None:
-        params["seed"] = seed
-    reply = _call(chat, messages, **params)
-    tokens = _generated_tokens(reply) if tokens_required else _usage(reply)[1]
-    return Reply(text=str(reply.text), tokens=tokens,
-                 finish_reason=reply.response_metadata.get("finish_reason"),
-                 ms=(time.perf_counter() - started) * 1000)
+
+    role: Role
+    messages: list[BaseMessage]
+    max_tokens: int
+    temperature: float
+    top_p: float | None = None
+    seed: int | None = None
+    tokens_required: bool = False
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature}
+        if self.top_p is not None:
+            params["top_p"] = self.top_p
+        if self.seed is not None:
+            params["seed"] = self.seed
+        return params
+
+    def read(self, reply: AIMessage, ms: float) -> Reply:
+        tokens = _generated_tokens(reply) if self.tokens_required else _usage(reply)[1]
+        return Reply(text=str(reply.text), tokens=tokens,
+                     finish_reason=reply.response_metadata.get("finish_reason"), ms=ms)
+
+
+def complete(chat: BaseChatModel, messages: list[BaseMessage], *, max_tokens: int,
+             temperature: float, top_p: float | None = None, seed: int | None = None,
+             tokens_required: bool = False) -> Reply:
+    """A :class:`Completion` sent to ``chat`` (sync)."""
+    return send(chat, Completion("base", messages, max_tokens, temperature, top_p, seed,
+                                 tokens_required))
 
 
 def finish(chat: BaseChatModel, messages: list[BaseMessage], *, n: int, continue_final: bool,
@@ -264,26 +410,38 @@ def finish(chat: BaseChatModel, messages: list[BaseMessage], *, n: int, continue
     return texts
 
 
-def judge(chat: BaseChatModel, messages: list[BaseMessage], *, top_logprobs: int) -> JudgeReply:
-    """One greedy token after the pre-filled score prefix, with the top alternatives' logprobs."""
-    started = time.perf_counter()
-    try:
-        reply = _call(chat, messages, max_tokens=1, temperature=0.0, logprobs=True,
-                      top_logprobs=top_logprobs,
-                      extra_body={"continue_final_message": True, "add_generation_prompt": False})
-    except MalformedReply as exc:
-        # A reply that is not the JSON we asked for scores 0 (reject), recorded, never a crash.
+@dataclass(frozen=True)
+class JudgeToken:
+    """One greedy token of the base model after the pre-filled score prefix, with the top
+    alternatives' logprobs."""
+
+    messages: list[BaseMessage]
+    top_logprobs: int
+    role: Role = "base"
+
+    def params(self) -> dict[str, Any]:
+        return {"max_tokens": 1, "temperature": 0.0, "logprobs": True,
+                "top_logprobs": self.top_logprobs,
+                "extra_body": {"continue_final_message": True, "add_generation_prompt": False}}
+
+    def read(self, reply: AIMessage, ms: float) -> JudgeReply:
+        prompt_tokens, _, cached = _usage(reply)
+        token, alternatives = _first_position(reply.response_metadata.get("logprobs"))
+        if token is None:  # no logprobs: fall back to the generated text for the greedy score
+            token = str(reply.text)
+        return JudgeReply(token=token or None, top_logprobs=alternatives,
+                          prompt_tokens=prompt_tokens, cached_tokens=cached, ms=ms)
+
+    def malformed(self, exc: MalformedReply, ms: float) -> JudgeReply:
+        """A reply that is not the JSON we asked for scores 0 (reject), recorded, never a crash."""
         cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
-        return JudgeReply(token=None, top_logprobs=[], prompt_tokens=0, cached_tokens=None,
-                          ms=(time.perf_counter() - started) * 1000,
+        return JudgeReply(token=None, top_logprobs=[], prompt_tokens=0, cached_tokens=None, ms=ms,
                           error=f"{type(cause).__name__}: {cause}")
-    ms = (time.perf_counter() - started) * 1000
-    prompt_tokens, _, cached = _usage(reply)
-    token, alternatives = _first_position(reply.response_metadata.get("logprobs"))
-    if token is None:  # no logprobs: fall back to the generated text for the greedy score
-        token = str(reply.text)
-    return JudgeReply(token=token or None, top_logprobs=alternatives, prompt_tokens=prompt_tokens,
-                      cached_tokens=cached, ms=ms)
+
+
+def judge(chat: BaseChatModel, messages: list[BaseMessage], *, top_logprobs: int) -> JudgeReply:
+    """A :class:`JudgeToken` sent to ``chat`` (sync)."""
+    return send(chat, JudgeToken(messages, top_logprobs))
 
 
 @dataclass(frozen=True)
@@ -297,19 +455,32 @@ class TextLogprobs:
     ms: float
 
 
-def text_logprobs(chat: BaseChatModel, messages: list[BaseMessage], text: str) -> TextLogprobs:
+@dataclass(frozen=True)
+class PromptLogprobs(_RaiseMalformed):
     """The model's log-probability of each token of ``text``, which ends the last (assistant)
     message: one request with vLLM's ``prompt_logprobs`` and one generated token.
 
     vLLM does not read the prefix cache for a request that asks for prompt logprobs (it needs the
     logits of every prompt position), so this prefills the whole prompt each time."""
-    started = time.perf_counter()
-    reply = _call(chat, messages, max_tokens=1, temperature=0.0,
-                  extra_body={"prompt_logprobs": 0, "continue_final_message": True,
-                              "add_generation_prompt": False})
-    prompt_tokens, _, cached = _usage(reply)
-    return TextLogprobs(_trailing(reply.response_metadata.get("prompt_logprobs"), text),
-                        prompt_tokens, cached, (time.perf_counter() - started) * 1000)
+
+    role: Role
+    messages: list[BaseMessage]
+    text: str
+
+    def params(self) -> dict[str, Any]:
+        return {"max_tokens": 1, "temperature": 0.0,
+                "extra_body": {"prompt_logprobs": 0, "continue_final_message": True,
+                               "add_generation_prompt": False}}
+
+    def read(self, reply: AIMessage, ms: float) -> TextLogprobs:
+        prompt_tokens, _, cached = _usage(reply)
+        return TextLogprobs(_trailing(reply.response_metadata.get("prompt_logprobs"), self.text),
+                            prompt_tokens, cached, ms)
+
+
+def text_logprobs(chat: BaseChatModel, messages: list[BaseMessage], text: str) -> TextLogprobs:
+    """A :class:`PromptLogprobs` sent to ``chat`` (sync)."""
+    return send(chat, PromptLogprobs("base", messages, text))
 
 
 def _trailing(prompt_logprobs: Any, text: str) -> tuple[float, ...]:
@@ -350,7 +521,7 @@ def _first_position(logprobs: Any) -> tuple[str | None, list[tuple[str, float]]]
 
 class Models:
     """The two chat models of a graph: given ones (tests, custom clients), else one ``ChatOpenAI``
-    per endpoint named in the run's Context."""
+    per endpoint named in the run's Context. Sends the calls nodes and judges yield, sync or async."""
 
     def __init__(self, small: BaseChatModel | None = None, base: BaseChatModel | None = None):
         self._given: dict[Role, BaseChatModel | None] = {"small": small, "base": base}
@@ -362,21 +533,51 @@ class Models:
         url, model = ctx.endpoint(role)
         return chat_model(url, model, ctx.api_key, ctx.request_timeout)
 
-    def write_step(self, role: Role, ctx: Context, messages: list[BaseMessage], *,
-                   continue_final: bool) -> StepReply:
-        """The next step from ``role`` with the run's sampling settings."""
-        return write_step(self.chat(role, ctx), messages, continue_final=continue_final,
-                          delimiter=ctx.step_delimiter, max_tokens=ctx.max_step_tokens,
-                          temperature=ctx.temperature, top_p=ctx.top_p, seed=ctx.seed)
+    def achat(self, role: Role, ctx: Context) -> BaseChatModel:
+        """:meth:`chat` for ``ainvoke`` on the running event loop (see :func:`async_chat_model`)."""
+        given = self._given[role]
+        if given is not None:
+            return given
+        url, model = ctx.endpoint(role)
+        return async_chat_model(url, model, ctx.api_key, ctx.request_timeout)
 
-    def judge_token(self, ctx: Context, messages: list[BaseMessage]) -> JudgeReply:
-        """The base model's one greedy token (and its top alternatives) after ``messages``."""
-        return judge(self.chat("base", ctx), messages, top_logprobs=ctx.judge_top_logprobs)
+    def run(self, call: Call[T], ctx: Context) -> T:
+        """``call`` sent to its model with ``invoke``."""
+        return send(self.chat(call.role, ctx), call)
 
-    def text_logprobs(self, role: Role, ctx: Context, messages: list[BaseMessage],
-                      text: str) -> TextLogprobs:
-        """``role``'s log-probability of each token of ``text``, the end of ``messages``."""
-        return text_logprobs(self.chat(role, ctx), messages, text)
+    async def arun(self, call: Call[T], ctx: Context) -> T:
+        """``call`` sent to its model with ``ainvoke``."""
+        return await asend(self.achat(call.role, ctx), call)
+
+    def drive(self, calls: Calls[T], ctx: Context) -> T:
+        """Run a node's or judge's generator to its result: each call it yields is sent, the reply
+        sent back in; a failed call is raised inside the generator (which may handle it)."""
+        reply: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                call = calls.send(reply) if error is None else calls.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            try:
+                reply, error = self.run(call, ctx), None
+            except Exception as exc:  # raised inside the generator on the next turn
+                reply, error = None, exc
+
+    async def adrive(self, calls: Calls[T], ctx: Context) -> T:
+        """:meth:`drive` with every call awaited (``ainvoke``). Cancellation is not caught: it
+        leaves through the awaiting call, whose request it closes."""
+        reply: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                call = calls.send(reply) if error is None else calls.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            try:
+                reply, error = await self.arun(call, ctx), None
+            except Exception as exc:
+                reply, error = None, exc
 
 
 # --- failures and the retry policy -------------------------------------------------------------

@@ -1,11 +1,10 @@
 """Many SpecReason runs at once against one pair of servers, with a bound on how many are in flight.
 
-The graph's model nodes are synchronous (one ``ChatOpenAI`` call each). In an async run LangGraph
-puts synchronous nodes on the event loop's default thread pool, which asyncio sizes at
-``min(32, cores + 4)`` — six threads on this machine — so ``abatch(..., max_concurrency=32)`` would
-keep at most six model calls in flight. ``run_many`` uses ``graph.batch``, which runs
-``max_concurrency`` threads of its own; ``arun_many`` awaits it from one worker thread, leaving the
-caller's event loop and its executor alone. vLLM batches the concurrent requests.
+``run_many`` uses ``graph.batch``: ``max_concurrency`` threads, each one run's model calls in turn
+(``invoke``). ``arun_many`` uses ``graph.abatch``: every run a task on the caller's event loop, its
+model calls awaited through the chat model's async client (``ainvoke``), so no thread pool bounds how
+many are in flight (asyncio's default executor has ``min(32, cores + 4)`` threads, six on two
+cores). vLLM batches the concurrent requests either way.
 
 ``graph.batch`` fills in LangChain's default recursion limit (25 supersteps, 8 SpecReason steps),
 which LangGraph takes as the caller's; ``run_many`` sets one from the token budget instead
@@ -14,7 +13,6 @@ which LangGraph takes as the caller's; ``run_many`` sets one from the token budg
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,5 +39,11 @@ def run_many(graph: Any, problems: Sequence[str], context: Context, *,
 
 async def arun_many(graph: Any, problems: Sequence[str], context: Context, *,
                     concurrency: int = 8) -> list[dict[str, Any] | Exception]:
-    """``run_many`` for async callers."""
-    return await asyncio.to_thread(run_many, graph, problems, context, concurrency=concurrency)
+    """``run_many`` on the caller's event loop (native async model calls). Cancelling it cancels
+    every run in flight and their model requests."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    return await graph.abatch([{"problem": p} for p in problems],  # type: ignore[no-any-return]
+                              config={"max_concurrency": concurrency,
+                                      "recursion_limit": recursion_limit(context)},
+                              context=context, return_exceptions=True)

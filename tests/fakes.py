@@ -7,10 +7,13 @@ check both the graph's routing and exactly what each model saw.
 from __future__ import annotations
 
 import math
+import socket
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
+import openai
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -72,14 +75,20 @@ def prompt_logprobs(prefix_tokens: list[str], draft: list[tuple[str, float]] | N
 
 
 class ScriptedModel(BaseChatModel):
-    """Replies from ``script``: an iterable of messages, or a function of (messages, kwargs)."""
+    """Replies from ``script``: an iterable of messages, or a function of (messages, kwargs).
+    ``ainvoke`` answers on the event loop's own thread (a native async model, as ``ChatOpenAI`` is),
+    from ``ascript`` if given (an async function of (messages, kwargs), which may await);
+    ``threads`` records the thread of every call and ``async_calls`` how many came through it."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
-    script: Any
+    script: Any = None
+    ascript: Any = None
     calls: list[tuple[list[BaseMessage], dict[str, Any]]] = Field(default_factory=list)
+    threads: list[int] = Field(default_factory=list)
+    async_calls: int = 0
 
     def model_post_init(self, _: Any) -> None:
-        if not callable(self.script):
+        if self.script is not None and not callable(self.script):
             self.script = iter(self.script)
 
     @property
@@ -88,8 +97,26 @@ class ScriptedModel(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        return self._reply(messages, stop, **kwargs)
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                         **kwargs: Any) -> ChatResult:
+        self.async_calls += 1
+        if self.ascript is None:
+            return self._reply(messages, stop, **kwargs)
+        self.calls.append((list(messages), {**kwargs, "stop": stop}))
+        self.threads.append(threading.get_ident())
+        reply = await self.ascript(messages, {**kwargs, "stop": stop})
+        if isinstance(reply, Exception):
+            raise reply
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+    def _reply(self, messages: list[BaseMessage], stop: list[str] | None,
+               **kwargs: Any) -> ChatResult:
         kwargs = {**kwargs, "stop": stop}
         self.calls.append((list(messages), kwargs))
+        self.threads.append(threading.get_ident())
         generations = []
         for _ in range(kwargs.get("n") or 1):  # n choices in one request, as vLLM sends them
             if callable(self.script):
@@ -119,3 +146,20 @@ def by_kind(steps: Iterable[AIMessage], scores: Iterable[AIMessage]) -> Callable
         return next(scores) if kwargs.get("max_tokens") == 1 else next(steps)
 
     return respond
+
+
+def server_gone() -> openai.APIConnectionError:
+    """The error the openai client raises when a server refuses the connection, raised by the client
+    itself against a port nobody listens on (its constructor's arguments change between releases:
+    3.63 refuses ``request=None``)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY", max_retries=0)
+    try:
+        client.models.list()
+    except openai.APIConnectionError as exc:
+        return exc
+    finally:
+        client.close()
+    raise AssertionError(f"something answered on port {port}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from specreason_graph.context import Context
-from specreason_graph.models import Models
+from specreason_graph.models import Calls
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,19 @@ def failed(why: str, ms: float = 0.0, **reads: Any) -> Verdict:
 
 
 class Judge(Protocol):
+    """A judge that calls a model is a generator: it ``yield``s its calls (``models.JudgeToken``,
+    ``models.PromptLogprobs``, ...), gets their results back and returns its :class:`Verdict`; the
+    graph sends the calls sync or async (``Models.drive``/``adrive``). One that calls no model
+    returns its Verdict directly."""
+
     name: str
 
-    def __call__(self, case: Case, ctx: Context, models: Models) -> Verdict: ...
+    def __call__(self, case: Case, ctx: Context) -> Verdict | Calls[Verdict]: ...
+
+
+def judged(judge: Judge, case: Case, ctx: Context) -> Calls[Verdict]:
+    """``judge``'s verdict on ``case`` as a generator, whether or not the judge calls a model."""
+    result = judge(case, ctx)
+    if isinstance(result, Verdict):
+        return result
+    return (yield from result)

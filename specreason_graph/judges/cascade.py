@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 from specreason_graph import rules
 from specreason_graph.context import JUDGE_NAMES, Context
-from specreason_graph.judges.base import Case, Judge, Verdict
-from specreason_graph.models import Models
+from specreason_graph.judges.base import Case, Judge, Verdict, judged
+from specreason_graph.models import Calls
 
 
 class CascadeJudge:
@@ -20,13 +20,13 @@ class CascadeJudge:
     def __init__(self, judges: Callable[[str], Judge]):
         self._judges = judges
 
-    def __call__(self, case: Case, ctx: Context, models: Models) -> Verdict:
+    def __call__(self, case: Case, ctx: Context) -> Calls[Verdict]:
         stages = rules.parse_cascade(ctx.cascade, JUDGE_NAMES)
         asked: list[dict] = []
         ms, prompt_tokens, cached = 0.0, 0, None
         verdict = None
         for i, (name, low, high) in enumerate(stages):
-            verdict = self._judges(name)(case, ctx, models)
+            verdict = yield from judged(self._judges(name), case, ctx)
             ms += verdict.ms
             prompt_tokens += verdict.prompt_tokens
             if verdict.cached_tokens is not None:

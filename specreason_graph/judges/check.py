@@ -12,13 +12,12 @@ from specreason_graph import rules
 from specreason_graph.context import Context
 from specreason_graph.judges.arithmetic import check_step
 from specreason_graph.judges.base import Case, Verdict
-from specreason_graph.models import Models
 
 
 class CheckJudge:
     name = "check"
 
-    def __call__(self, case: Case, ctx: Context, models: Models) -> Verdict:
+    def __call__(self, case: Case, ctx: Context) -> Verdict:
         started = time.perf_counter()
         found = check_step(case.draft)
         return Verdict(score=0.0 if found.verdict is False else rules.SCORE_MAX,

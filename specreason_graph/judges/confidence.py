@@ -10,13 +10,12 @@ import time
 from specreason_graph import rules
 from specreason_graph.context import Context
 from specreason_graph.judges.base import Case, Verdict, failed
-from specreason_graph.models import Models
 
 
 class ConfidenceJudge:
     name = "confidence"
 
-    def __call__(self, case: Case, ctx: Context, models: Models) -> Verdict:
+    def __call__(self, case: Case, ctx: Context) -> Verdict:
         started = time.perf_counter()
         if not case.draft_logprobs:
             return failed("the small model's reply carried no token logprobs")

@@ -14,14 +14,14 @@ import statistics
 from specreason_graph import prompts, rules
 from specreason_graph.context import Context
 from specreason_graph.judges.base import Case, Verdict
-from specreason_graph.models import Models
+from specreason_graph.models import Calls, PromptLogprobs
 
 
 class LikelihoodJudge:
     name = "likelihood"
 
-    def __call__(self, case: Case, ctx: Context, models: Models) -> Verdict:
-        read = models.text_logprobs("base", ctx, prompts.draft_messages(
+    def __call__(self, case: Case, ctx: Context) -> Calls[Verdict]:
+        read = yield PromptLogprobs("base", prompts.draft_messages(
             case.user_prompt, case.steps, case.draft, ctx.thinking_opener, ctx.step_delimiter),
             case.draft)
         lps = read.logprobs

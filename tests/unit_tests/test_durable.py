@@ -7,21 +7,15 @@ import asyncio
 import sqlite3
 import threading
 
-import httpx
-import openai
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import RetryPolicy
 
 from specreason_graph import Context, build_graph
 from specreason_graph.models import ModelCallError, transient
-from tests.fakes import ScriptedModel, by_kind, score, step
+from tests.fakes import ScriptedModel, by_kind, score, server_gone, step
 
 FAST_RETRY = RetryPolicy(max_attempts=2, initial_interval=0.01, jitter=False, retry_on=transient)
-
-
-def server_gone() -> openai.APIConnectionError:
-    return openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:8102/v1/chat"))
 
 
 def test_a_run_that_loses_its_server_resumes_from_the_last_committed_step(tmp_path):
@@ -106,10 +100,41 @@ def test_async_api_and_batch_with_a_concurrency_limit():
     assert 1 <= in_flight["max"] <= 3
 
 
-def test_run_many_keeps_32_runs_in_flight_and_returns_failures_in_place():
-    from specreason_graph.runs import arun_many, run_many
+def test_arun_many_keeps_32_runs_in_flight_on_one_thread_and_returns_failures_in_place():
+    """Native async: 32 runs' model calls awaited at once on the event loop's thread."""
+    from specreason_graph.runs import arun_many
 
-    in_flight = {"now": 0, "max": 0, "target": 32}
+    in_flight = {"now": 0, "max": 0}
+
+    async def small_script(messages, kwargs):
+        in_flight["now"] += 1
+        in_flight["max"] = max(in_flight["max"], in_flight["now"])
+        for _ in range(500):  # hold every call until 32 are in flight at once (or 5 s pass)
+            if in_flight["max"] >= 32:
+                break
+            await asyncio.sleep(0.01)
+        in_flight["now"] -= 1
+        if messages[0].content.startswith("fail"):
+            return RuntimeError("a scripted failure")
+        return step(r"\boxed{" + messages[0].content.split()[0] + "}")
+
+    small = ScriptedModel(ascript=small_script)
+    base = ScriptedModel(script=lambda m, kw: score("9"))
+    graph = build_graph(small=small, base=base).compile()
+    problems = [f"{i} is it" for i in range(31)] + ["fail now"]
+    results = asyncio.run(arun_many(graph, problems, Context(), concurrency=32))
+    assert in_flight["max"] == 32
+    assert [r["answer"] for r in results[:31]] == [str(i) for i in range(31)]
+    assert isinstance(results[31], RuntimeError)
+    assert len(set(small.threads + base.threads)) == 1  # no thread pool in between
+    with pytest.raises(ValueError, match="concurrency must be at least 1"):
+        asyncio.run(arun_many(graph, problems, Context(), concurrency=0))
+
+
+def test_run_many_keeps_its_runs_in_flight_on_threads_and_returns_failures_in_place():
+    from specreason_graph.runs import run_many
+
+    in_flight = {"now": 0, "max": 0}
     lock = threading.Lock()
     release = threading.Event()
 
@@ -117,9 +142,9 @@ def test_run_many_keeps_32_runs_in_flight_and_returns_failures_in_place():
         with lock:
             in_flight["now"] += 1
             in_flight["max"] = max(in_flight["max"], in_flight["now"])
-            if in_flight["max"] >= in_flight["target"]:
+            if in_flight["max"] >= 8:
                 release.set()
-        release.wait(5)  # hold every call until the target is in flight at once (or time out)
+        release.wait(5)  # hold every call until 8 are in flight at once (or time out)
         with lock:
             in_flight["now"] -= 1
         if messages[0].content.startswith("fail"):
@@ -129,16 +154,11 @@ def test_run_many_keeps_32_runs_in_flight_and_returns_failures_in_place():
     small = ScriptedModel(script=small_script)
     base = ScriptedModel(script=lambda m, kw: score("9"))
     graph = build_graph(small=small, base=base).compile()
-    problems = [f"{i} is it" for i in range(31)] + ["fail now"]
-    results = asyncio.run(arun_many(graph, problems, Context(), concurrency=32))
-    assert in_flight["max"] == 32
-    assert [r["answer"] for r in results[:31]] == [str(i) for i in range(31)]
-    assert isinstance(results[31], RuntimeError)
-
-    release.clear()
-    in_flight.update(max=0, target=2)
-    results = run_many(graph, problems[:4], Context(), concurrency=2)
-    assert in_flight["max"] == 2 and [r["answer"] for r in results] == ["0", "1", "2", "3"]
+    problems = [f"{i} is it" for i in range(7)] + ["fail now"]
+    results = run_many(graph, problems, Context(), concurrency=8)
+    assert in_flight["max"] == 8
+    assert [r["answer"] for r in results[:7]] == [str(i) for i in range(7)]
+    assert isinstance(results[7], RuntimeError)
     with pytest.raises(ValueError, match="concurrency must be at least 1"):
         run_many(graph, problems, Context(), concurrency=0)
 

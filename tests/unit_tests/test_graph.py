@@ -15,6 +15,8 @@ from specreason_graph import Context, build_graph
 from specreason_graph.models import MalformedReply, ModelCallError
 from tests.fakes import ScriptedModel, by_kind, score, step
 
+pytestmark = pytest.mark.usefixtures("both_paths")
+
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 PROBLEM = "What is 1 + 2?"
 DRAFT_KEYS = ("stop", "max_tokens", "temperature", "top_p", "seed", "extra_body")

@@ -8,13 +8,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 from langchain_core.messages import AIMessage
 
 from specreason_graph import Context, build_graph, rules
 from specreason_graph.judges import JUDGES
-from tests.fakes import ScriptedModel, prompt_logprobs, score, step
+from tests.fakes import ScriptedModel, prompt_logprobs, score, server_gone, step
+
+pytestmark = pytest.mark.usefixtures("both_paths")
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 PAPER = {"judge": "score", "threshold": 7.0, "score_method": "greedy"}
@@ -231,7 +232,7 @@ def test_also_judge_records_every_judge_and_only_the_chosen_one_decides():
 def test_a_failing_aside_judge_is_recorded_and_the_run_goes_on():
     def base(messages, kwargs):
         if likelihood_call(kwargs):
-            raise openai.APIConnectionError(request=None)  # type: ignore[arg-type]
+            raise server_gone()
         return score("9")
 
     out, _, _ = run([step(r"So \boxed{3}")], base, also_judge=["likelihood"])

@@ -19,11 +19,11 @@ def _no_specreason_env(monkeypatch):
             monkeypatch.delenv(name)
 
 
-def test_quick_run_writes_one_row_per_checkpointer_and_level(tmp_path, capsys):
+def test_quick_run_writes_one_row_per_path_checkpointer_and_level(tmp_path, capsys):
     result = overhead.main(["--quick", "--out", str(tmp_path)])
     rows = result["rows"]
-    assert [(r["checkpointer"], r["concurrency"]) for r in rows] == [
-        (c, n) for n in (1, 2) for c in ("none", "memory", "sqlite")]
+    assert [(r["concurrency"], r["path"], r["checkpointer"]) for r in rows] == [
+        (n, p, c) for n in (1, 2) for p in ("sync", "async") for c in ("none", "memory", "sqlite")]
     for row in rows:
         assert row["steps"] == 2 * 2 and row["calls_per_step"] == 2
         assert row["plain_ms_per_step"] > 0 and row["graph_ms_per_step"] > 0
@@ -35,9 +35,30 @@ def test_quick_run_writes_one_row_per_checkpointer_and_level(tmp_path, capsys):
              if line.startswith("|")]
     assert len(table) == 2 + len(rows)
     assert all(line.count("|") == len(overhead.COLUMNS) + 1 for line in table)
-    assert table[0].startswith("| checkpointer | in flight |")
-    assert "| sqlite | 2 | 2 | 4 |" in "\n".join(table)
-    assert "| checkpointer | in flight |" in capsys.readouterr().out
+    assert table[0].startswith("| path | checkpointer | in flight |")
+    assert "| async | sqlite | 2 | 2 | 4 |" in "\n".join(table)
+    assert "| path | checkpointer | in flight |" in capsys.readouterr().out
+    assert set(result["conditions"]) == {"load_before", "load_after", "vllm_servers_running"}
+
+
+def test_with_a_latency_each_row_is_set_against_the_ideal(tmp_path):
+    """Every run in flight: 4 runs of 2 steps, 2 calls a step, 0.05 s a reply: ideal 0.2 s."""
+    result = overhead.main(["--latency", "0.05", "--runs", "4", "--steps", "2", "--levels", "4",
+                            "--repeats", "1", "--checkpointers", "none", "--out", str(tmp_path)])
+    rows = result["rows"]
+    assert [(r["path"], r["checkpointer"]) for r in rows] == [("sync", "none"), ("async", "none")]
+    for row in rows:
+        assert row["ideal_s"] == pytest.approx(0.2)
+        assert row["graph_s"] >= row["ideal_s"] and row["plain_s"] >= row["ideal_s"]
+        assert row["graph_vs_ideal"] == pytest.approx(row["graph_s"] / row["ideal_s"])
+    md = (tmp_path / "overhead.md").read_text()
+    assert "answering after 0.05 s" in md and "| graph / ideal |" in md
+
+
+def test_postgres_needs_a_database(capsys):
+    with pytest.raises(SystemExit):
+        overhead.main(["--quick", "--checkpointers", "postgres"])
+    assert "needs --postgres DSN" in capsys.readouterr().err
 
 
 def test_the_stand_in_answers_a_step_and_a_judge_call():
