@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 QUESTION ?= --dataset gsm8k --id 0
 
-.PHONY: install servers demo test unit lint serve stop clean benchmarks benchmarks-specdecode
+.PHONY: install servers demo test unit unit-latest-openai lint serve stop clean benchmarks benchmarks-specdecode
 
 install: $(VENV)/.installed servers
 
@@ -30,6 +30,16 @@ test: install
 
 unit: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/unit_tests
+
+# The unit tests again with the newest openai release pyproject.toml allows (everything else pinned):
+# a release that changes the client's errors or types shows here before it reaches a user.
+LATEST := .venv-latest-openai
+unit-latest-openai:
+	$(PYTHON) -m venv $(LATEST)
+	grep -v '^openai==' constraints.txt > $(LATEST)/constraints.txt
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet -c $(LATEST)/constraints.txt -e ".[dev]"
+	$(LATEST)/bin/python -m pytest -q tests/unit_tests
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check specreason_graph graphs tests

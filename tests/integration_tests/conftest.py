@@ -35,6 +35,15 @@ def local_servers() -> config.ServerSet:
         yield running
 
 
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    """A PostgreSQL server for the session (tests/postgres.py); its connection string."""
+    from tests.postgres import PostgresServer
+
+    with PostgresServer() as server:
+        yield server.dsn
+
+
 @pytest.fixture
 def context_of(local_servers):
     """Context for the local servers; small budgets keep the 3-tok/s base model's share short.

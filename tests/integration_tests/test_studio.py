@@ -128,3 +128,23 @@ def test_steps_from_inside_a_subgraph_reach_the_client_with_stream_subgraphs(stu
     assert all(p.data["event"] == "step" for p in custom)
     final = studio.threads.get_state(thread["thread_id"])["values"]
     assert len(final["results"]) == 1 and final["results"][0]["steps"] == len(custom)
+
+
+def test_cancelling_a_run_through_the_sdk_aborts_its_request_on_the_server(studio, local_servers):
+    """``runs.cancel`` on a run whose base model is writing a long solution: the server cancels the
+    run's task, its HTTP request to vLLM closes, and vLLM aborts it within seconds."""
+    from tests.integration_tests.test_cancel_real import LONG, RUNNING, wait_for
+
+    base = local_servers.role("base")
+    wait_for(base, lambda v: v == 0, 60)
+    long_run = studio.assistants.create(
+        "specreason", context={"one_request": "base", "token_budget": 600}, name="one long request")
+    thread = studio.threads.create()
+    run = studio.runs.create(thread["thread_id"], long_run["assistant_id"], input={"problem": LONG})
+    wait_for(base, lambda v: v >= 1, 120)
+    started = time.monotonic()
+    studio.runs.cancel(thread["thread_id"], run["run_id"], wait=True)
+    wait_for(base, lambda v: v == 0, 10)
+    assert time.monotonic() - started < 10, f"{RUNNING} took too long to fall"
+    assert studio.runs.get(thread["thread_id"], run["run_id"])["status"] in ("interrupted",
+                                                                              "cancelled")
