@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -490,6 +491,17 @@ def _print_calibration(found: dict[str, Any], out: Path) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if args.dry_run:
+        if args.action != "start":
+            err.print("[red]--dry-run goes with start[/]: it prints what start would run")
+            return 2
+        for spec in config.servers:  # what start would run, to read before renting GPUs
+            console.print(f"# {spec.role}: {spec.served_model_name} at {spec.url}", markup=False,
+                          highlight=False)
+            console.print(" ".join([*(f"{k}={shlex.quote(v)}" for k, v in spec.env.items()),
+                                    *map(shlex.quote, spec.argv())]), markup=False,
+                          highlight=False, soft_wrap=True)
+        return 0
     if args.action == "start":
         launcher.start(config, echo=err.print)
         for spec in config.servers:
@@ -597,6 +609,9 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start, stop or check the local vLLM servers")
     serve.add_argument("action", choices=["start", "stop", "status"])
     serve.add_argument("--config", default="cpu", help="servers/<name>.toml or a path")
+    serve.add_argument("--dry-run", action="store_true",
+                       help="with start: print each server's environment and command line, start "
+                            "nothing")
     serve.set_defaults(func=cmd_serve)
     return top
 

@@ -257,3 +257,35 @@ def test_ask_with_another_server_config_talks_to_its_servers(monkeypatch):
         ctx = cli._servers_for(args, Context(), stack)
     assert ctx.base_url == checked[0] == "http://127.0.0.1:8103/v1"
     assert ctx.small_url == "http://127.0.0.1:8102/v1"
+
+
+@pytest.mark.parametrize("name", ["cpu", "cpu-specdecode", "gpu-qwq32b-r1-1.5b",
+                                  "gpu-qwq32b-r1-1.5b-specdecode"])
+def test_serve_start_dry_run_prints_each_command_line_and_starts_nothing(capsys, monkeypatch, name):
+    """What a user reads before renting GPUs: the exact argv the launcher would run (the same
+    ``ServerSpec.argv`` test_server_configs_vllm.py has vLLM's own parser check), with the env."""
+    import shlex
+
+    from specreason_graph.serving import launcher
+    from specreason_graph.serving.config import load_config
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dry run started a server")
+
+    monkeypatch.setattr(launcher, "start", refuse)
+    monkeypatch.setattr(launcher, "start_one", refuse)
+    assert cli.main(["serve", "start", "--dry-run", "--config", name]) == 0
+    out = capsys.readouterr().out.splitlines()
+    config = load_config(name)
+    commands = [line for line in out if not line.startswith("#")]
+    assert len(commands) == len(config.servers)
+    for spec, line in zip(config.servers, commands, strict=True):
+        words = shlex.split(line)
+        env = [w for w in words if "=" in w and not w.startswith("-")][: len(spec.env)]
+        assert words[len(env):] == spec.argv()
+        assert dict(w.split("=", 1) for w in env) == spec.env
+
+
+def test_dry_run_goes_with_start_only(capsys):
+    assert cli.main(["serve", "stop", "--dry-run"]) == 2
+    assert "--dry-run goes with start" in capsys.readouterr().err
