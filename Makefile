@@ -39,7 +39,7 @@ unit-latest-openai:
 	grep -v '^openai==' constraints.txt > $(LATEST)/constraints.txt
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST)/bin/python -m pip install --quiet -c $(LATEST)/constraints.txt -e ".[dev]"
-	$(LATEST)/bin/python -m pytest -q tests/unit_tests
+	$(LATEST)/bin/python -m pytest tests/unit_tests
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check specreason_graph graphs tests
