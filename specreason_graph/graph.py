@@ -240,6 +240,16 @@ def after_base(state: State) -> Literal["commit", "__end__"]:
     return "__end__" if state.get("stop_reason") else "commit"
 
 
+def inline(fn: Callable[..., Any]) -> RunnableCallable:
+    """A node that calls no model, or a router, on both paths: under ``ainvoke`` LangGraph hands a
+    plain function to the event loop's thread pool, one hop per step; this one does no I/O, so it
+    runs on the loop itself."""
+    async def on_the_loop(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return RunnableCallable(fn, on_the_loop, name=fn.__name__, trace=False)
+
+
 # --- the first request, for checks before a run -----------------------------------------------
 
 @dataclass(frozen=True)
@@ -274,23 +284,23 @@ def build_graph(*, small: BaseChatModel | None = None, base: BaseChatModel | Non
     pair = Models(small, base)
     builder = StateGraph(State, input_schema=InputState, output_schema=OutputState,
                          context_schema=Context)
-    builder.add_node("setup", setup)
+    builder.add_node("setup", inline(setup), input_schema=InputState)
     builder.add_node("draft", calls_model(pair, "small", draft), retry_policy=retry)
     builder.add_node("judge", calls_model(pair, "base", judge), retry_policy=retry)
     builder.add_node("regenerate", calls_model(pair, "base", regenerate), retry_policy=retry)
     builder.add_node("base_step", calls_model(pair, "base", base_step), retry_policy=retry)
     builder.add_node("one_request", calls_model(pair, lambda ctx: ctx.one_request or "base",
                                                 one_request), retry_policy=retry)
-    builder.add_node("commit", commit)
+    builder.add_node("commit", inline(commit))
 
     builder.add_edge(START, "setup")
-    builder.add_conditional_edges("setup", first_step)
-    builder.add_conditional_edges("draft", after_draft)
-    builder.add_conditional_edges("judge", by_score)
-    builder.add_conditional_edges("regenerate", after_base)
-    builder.add_conditional_edges("base_step", after_base)
+    builder.add_conditional_edges("setup", inline(first_step))
+    builder.add_conditional_edges("draft", inline(after_draft))
+    builder.add_conditional_edges("judge", inline(by_score))
+    builder.add_conditional_edges("regenerate", inline(after_base))
+    builder.add_conditional_edges("base_step", inline(after_base))
     builder.add_edge("one_request", END)
-    builder.add_conditional_edges("commit", next_step)
+    builder.add_conditional_edges("commit", inline(next_step))
     return builder
 
 
