@@ -570,9 +570,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": {"host": platform.node(), "python": platform.python_version(),
                           "platform": platform.platform(), "cpus": multiprocessing.cpu_count()},
-              "conditions": {"load_before": [round(x, 2) for x in load_before],
-                             "load_after": [round(x, 2) for x in os.getloadavg()],
-                             "vllm_servers_running": _vllm_running()},
+              "conditions": conditions(load_before),
               "settings": {"runs": args.runs, "steps": args.steps, "levels": args.levels,
                            "repeats": args.repeats, "tokens_per_step": TOKENS_PER_STEP,
                            "target_ms": TARGET_MS, "latency_s": args.latency,
@@ -582,16 +580,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "overhead.json").write_text(json.dumps(result, indent=2) + "\n")
-    conditions = result["conditions"]
     (args.out / "overhead.md").write_text(
         f"Graph overhead per step against a plain `openai` loop, {args.runs} runs × {args.steps} "
         f"steps, best of {args.repeats}"
         + (f", the stand-in answering after {args.latency:g} s" if args.latency else "")
-        + f" ({result['when']}, {platform.node()}, {multiprocessing.cpu_count()} CPUs; load "
-        f"average {conditions['load_before'][0]:.2f} before, {conditions['load_after'][0]:.2f} "
-        f"after; vLLM servers running: {'yes' if conditions['vllm_servers_running'] else 'no'})"
-        f":\n\n{table}\n")
+        + f" ({conditions_text(result)}):\n\n{table}\n")
     return result
+
+
+def conditions(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """What else the machine was doing: load average before and after, vLLM servers up."""
+    return {"load_before": [round(x, 2) for x in load_before],
+            "load_after": [round(x, 2) for x in os.getloadavg()],
+            "vllm_servers_running": _vllm_running()}
+
+
+def conditions_text(result: dict[str, Any]) -> str:
+    found = result["conditions"]
+    return (f"{result['when']}, {platform.node()}, {multiprocessing.cpu_count()} CPUs; load average "
+            f"{found['load_before'][0]:.2f} before, {found['load_after'][0]:.2f} after; vLLM servers "
+            f"running: {'yes' if found['vllm_servers_running'] else 'no'}")
 
 
 def _vllm_running() -> bool:

@@ -48,9 +48,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def langgraph_dev(jobs: int, log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``langgraph dev`` on a free loopback port, offline, ``jobs`` runs at once; its URL."""
-    port = _free_port()
+def langgraph_dev(jobs: int, log: Path, env: dict[str, str] | None = None,
+                  port: int | None = None) -> Iterator[str]:
+    """``langgraph dev`` on a loopback port (a free one unless given), offline (no analytics,
+    tracing or version check), ``jobs`` runs at once; its URL."""
+    port = port or _free_port()
     environment = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false",
                    "LANGCHAIN_TRACING_V2": "false", "LANGGRAPH_NO_VERSION_CHECK": "1",
                    **(env or {})}
@@ -160,21 +162,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": {"host": platform.node(), "python": platform.python_version(),
                           "cpus": multiprocessing.cpu_count()},
-              "conditions": {"load_before": [round(x, 2) for x in load_before],
-                             "load_after": [round(x, 2) for x in os.getloadavg()],
-                             "vllm_servers_running": overhead._vllm_running()},
+              "conditions": overhead.conditions(load_before),
               "rows": rows}
     table = markdown(rows)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "studio.json").write_text(json.dumps(result, indent=2) + "\n")
-    conditions = result["conditions"]
     (args.out / "studio.md").write_text(
         f"SpecReason runs inside `langgraph dev` (in-memory runtime, SDK client), the stand-in "
-        f"answering every call after {args.latency:g} s ({result['when']}, {platform.node()}, "
-        f"{multiprocessing.cpu_count()} CPUs; load average {conditions['load_before'][0]:.2f} "
-        f"before, {conditions['load_after'][0]:.2f} after; vLLM servers running: "
-        f"{'yes' if conditions['vllm_servers_running'] else 'no'}):\n\n{table}\n")
+        f"answering every call after {args.latency:g} s ({overhead.conditions_text(result)})"
+        f":\n\n{table}\n")
     return result
 
 

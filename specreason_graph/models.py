@@ -28,7 +28,7 @@ from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -552,32 +552,43 @@ class Models:
     def drive(self, calls: Calls[T], ctx: Context) -> T:
         """Run a node's or judge's generator to its result: each call it yields is sent, the reply
         sent back in; a failed call is raised inside the generator (which may handle it)."""
-        reply: Any = None
-        error: Exception | None = None
-        while True:
+        turn = _Turn(calls)
+        while (call := turn.next()) is not None:
             try:
-                call = calls.send(reply) if error is None else calls.throw(error)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            try:
-                reply, error = self.run(call, ctx), None
+                turn.reply = self.run(call, ctx)
             except Exception as exc:  # raised inside the generator on the next turn
-                reply, error = None, exc
+                turn.error = exc
+        return turn.result
 
     async def adrive(self, calls: Calls[T], ctx: Context) -> T:
         """:meth:`drive` with every call awaited (``ainvoke``). Cancellation is not caught: it
         leaves through the awaiting call, whose request it closes."""
-        reply: Any = None
-        error: Exception | None = None
-        while True:
+        turn = _Turn(calls)
+        while (call := turn.next()) is not None:
             try:
-                call = calls.send(reply) if error is None else calls.throw(error)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            try:
-                reply, error = await self.arun(call, ctx), None
+                turn.reply = await self.arun(call, ctx)
             except Exception as exc:
-                reply, error = None, exc
+                turn.error = exc
+        return turn.result
+
+
+class _Turn(Generic[T]):
+    """Where :meth:`Models.drive` and :meth:`~Models.adrive` stand in a generator of calls: the
+    last call's reply or error goes in, the next call (None at the end, with ``result``) comes out."""
+
+    def __init__(self, calls: Calls[T]):
+        self.calls = calls
+        self.reply: Any = None
+        self.error: Exception | None = None
+        self.result: T
+
+    def next(self) -> Call[Any] | None:
+        reply, error, self.reply, self.error = self.reply, self.error, None, None
+        try:
+            return self.calls.send(reply) if error is None else self.calls.throw(error)
+        except StopIteration as done:
+            self.result = done.value
+            return None
 
 
 # --- failures and the retry policy -------------------------------------------------------------

@@ -4,18 +4,16 @@ on the real servers with the same thread id, keeping every step committed before
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from specreason_graph import build_graph
 from specreason_graph.evaluation import datasets
+from tests.processes import events_then_kill
 
 pytestmark = pytest.mark.integration
 
@@ -41,17 +39,7 @@ def test_killed_run_resumes_without_losing_a_step(local_servers, tmp_path):
     problem = datasets.get("gsm8k", "0").question
     worker = subprocess.Popen([sys.executable, "-c", WORKER, str(db), problem, json.dumps(settings)],
                               stdout=subprocess.PIPE, text=True, start_new_session=True)
-    seen = []
-    deadline = time.monotonic() + 600
-    try:
-        while len(seen) < 2:
-            line = worker.stdout.readline()
-            assert line, f"the worker ended before two steps (exit {worker.poll()})"
-            seen.append(json.loads(line))
-            assert time.monotonic() < deadline
-    finally:
-        os.killpg(worker.pid, signal.SIGKILL)  # no clean-up, as when a process is killed
-        worker.wait()
+    seen = events_then_kill(worker, 2, 600)
 
     config = {"configurable": {"thread_id": "killed"}}
     with sqlite3.connect(db, check_same_thread=False) as conn:

@@ -8,17 +8,14 @@ mid-trace."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from benchmarks import overhead
 from specreason_graph import build_graph
+from tests.processes import events_then_kill
 
 pytestmark = pytest.mark.postgres
 
@@ -28,6 +25,7 @@ WORKER = """
 import asyncio, json, sys
 from benchmarks import overhead
 from specreason_graph import build_graph
+from tests.processes import events_then_kill
 dsn, url, path, thread = sys.argv[1:5]
 ctx = overhead.context(url, STEPS)
 config = {"configurable": {"thread_id": thread}}
@@ -62,18 +60,7 @@ def kill_after_three_steps(postgres: str, url: str, path: str, thread: str) -> l
     worker = subprocess.Popen([sys.executable, "-c", WORKER, postgres, url, path, thread],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True, cwd=overhead.RESULTS.parents[2])
-    seen = []
-    deadline = time.monotonic() + 120
-    try:
-        while len(seen) < 3:
-            line = worker.stdout.readline()
-            assert line, f"the worker ended before three steps: {worker.stderr.read()[-2000:]}"
-            seen.append(json.loads(line))
-            assert time.monotonic() < deadline
-    finally:
-        os.killpg(worker.pid, signal.SIGKILL)  # no clean-up, as when a process is killed
-        worker.wait()
-    return seen
+    return events_then_kill(worker, 3, 120)
 
 
 @pytest.mark.parametrize("path", ["sync", "async"])
