@@ -26,7 +26,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import RetryPolicy
 
 from specreason_graph import build_graph, models
-from specreason_graph.context import Context
+from specreason_graph.context import PAPER_JUDGE, Context
 from specreason_graph.evaluation import datasets
 from specreason_graph.models import ModelCallError, transient
 from tests.integration_tests.faultproxy import FaultProxy, Rule, fail
@@ -87,10 +87,13 @@ def run(graph, ctx, config, problem=PROBLEM, events=None):
 
 
 def context(servers, **settings) -> Context:
-    """A Context for the local servers, any field (an endpoint too) overridden."""
+    """A Context for the local servers, any field (an endpoint too) overridden; the paper's judge
+    (one base-model call a draft, which the judge faults hit) whatever servers/cpu.toml chooses —
+    named here, not left to whether the unit tests' conftest was imported in the same session."""
     base, small = servers.role("base"), servers.role("small")
     return Context(**{"base_url": base.url, "base_model": base.served_model_name,
-                      "small_url": small.url, "small_model": small.served_model_name, **settings})
+                      "small_url": small.url, "small_model": small.served_model_name,
+                      **PAPER_JUDGE, **settings})
 
 
 def thread(name: str) -> dict:
