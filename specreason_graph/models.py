@@ -173,9 +173,9 @@ class VLLMChatOpenAI(ChatOpenAI):
         return result
 
 
-@lru_cache(maxsize=32)
-def chat_model(url: str, model: str, api_key: str | None, timeout: float) -> ChatOpenAI:
-    """The shared client for one endpoint. Retries belong to the graph's RetryPolicy, not here."""
+def _new_chat(url: str, model: str, api_key: str | None, timeout: float,
+              **clients: Any) -> ChatOpenAI:
+    """A client for one endpoint. Retries belong to the graph's RetryPolicy, not here."""
     return VLLMChatOpenAI(
         base_url=url,
         model=model,
@@ -183,7 +183,14 @@ def chat_model(url: str, model: str, api_key: str | None, timeout: float) -> Cha
         timeout=timeout,
         max_retries=0,
         stream_usage=True,
+        **clients,
     )
+
+
+@lru_cache(maxsize=32)
+def chat_model(url: str, model: str, api_key: str | None, timeout: float) -> ChatOpenAI:
+    """The shared client for one endpoint (for ``invoke``)."""
+    return _new_chat(url, model, api_key, timeout)
 
 
 _per_loop: dict[asyncio.AbstractEventLoop, dict[tuple[str, str, str | None, float], ChatOpenAI]] = {}
@@ -204,11 +211,8 @@ def async_chat_model(url: str, model: str, api_key: str | None, timeout: float) 
             del _per_loop[gone]
         chats = _per_loop.setdefault(loop, {})
         if key not in chats:
-            chats[key] = VLLMChatOpenAI(
-                base_url=url, model=model,
-                api_key=api_key or "EMPTY",  # type: ignore[arg-type]
-                timeout=timeout, max_retries=0, stream_usage=True,
-                http_async_client=openai.DefaultAsyncHttpxClient(timeout=timeout))
+            chats[key] = _new_chat(*key, http_async_client=openai.DefaultAsyncHttpxClient(
+                timeout=timeout))
         return chats[key]
 
 
@@ -526,20 +530,15 @@ class Models:
     def __init__(self, small: BaseChatModel | None = None, base: BaseChatModel | None = None):
         self._given: dict[Role, BaseChatModel | None] = {"small": small, "base": base}
 
-    def chat(self, role: Role, ctx: Context) -> BaseChatModel:
+    def chat(self, role: Role, ctx: Context, *, running_loop: bool = False) -> BaseChatModel:
+        """``role``'s chat model: the given one, else the endpoint's shared client — for
+        ``ainvoke`` (``running_loop``) the one of the running event loop (:func:`async_chat_model`)."""
         given = self._given[role]
         if given is not None:
             return given
         url, model = ctx.endpoint(role)
-        return chat_model(url, model, ctx.api_key, ctx.request_timeout)
-
-    def achat(self, role: Role, ctx: Context) -> BaseChatModel:
-        """:meth:`chat` for ``ainvoke`` on the running event loop (see :func:`async_chat_model`)."""
-        given = self._given[role]
-        if given is not None:
-            return given
-        url, model = ctx.endpoint(role)
-        return async_chat_model(url, model, ctx.api_key, ctx.request_timeout)
+        shared = async_chat_model if running_loop else chat_model
+        return shared(url, model, ctx.api_key, ctx.request_timeout)
 
     def run(self, call: Call[T], ctx: Context) -> T:
         """``call`` sent to its model with ``invoke``."""
@@ -547,7 +546,7 @@ class Models:
 
     async def arun(self, call: Call[T], ctx: Context) -> T:
         """``call`` sent to its model with ``ainvoke``."""
-        return await asend(self.achat(call.role, ctx), call)
+        return await asend(self.chat(call.role, ctx, running_loop=True), call)
 
     def drive(self, calls: Calls[T], ctx: Context) -> T:
         """Run a node's or judge's generator to its result: each call it yields is sent, the reply
