@@ -3,7 +3,8 @@
 A config has ``[defaults]`` (the server environment's python, host, environment variables and vLLM
 options shared by its servers) and one ``[[server]]`` table per role (``base`` and ``small``): the
 model folder, the served name and the port. ``{home}`` and ``{models}`` in a value stand for
-``$SPECREASON_HOME`` (default ``~/.cache/specreason-graph``) and its ``models/`` folder. The CPU
+``$SPECREASON_HOME`` (default ``~/.cache/specreason-graph``) and its ``models/`` folder, ``{servers}``
+for the folder of the shipped configs (``servers/``: a chat template beside them). The CPU
 default's endpoints are also the graph's default endpoints (``context.local_defaults``), and its
 ``[graph]`` table holds the judge settings that calibration chose for the pair.
 """
@@ -159,7 +160,7 @@ def read_config(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 def _fill(value: Any, places: dict[str, str]) -> Any:
-    """``{home}`` / ``{models}`` filled in every string of an option, tables included (a
+    """``{home}`` / ``{models}`` / ``{servers}`` filled in every string of an option, tables included (a
     ``speculative-config`` names its draft model's folder)."""
     if isinstance(value, dict):
         return {k: _fill(v, places) for k, v in value.items()}
@@ -173,7 +174,8 @@ def load_config(name_or_path: str | os.PathLike[str] = "cpu") -> ServerSet:
     path = config_path(name_or_path)
     data = read_config(path)
     defaults = data.get("defaults", {})
-    places = {"home": str(home()), "models": str(home() / "models")}
+    places = {"home": str(home()), "models": str(home() / "models"),
+              "servers": str(resource_dir("servers"))}
     specs = []
     for raw in data.get("server", []):
         merged = {**defaults, **raw}

@@ -343,6 +343,16 @@ def test_start_follows_the_servers_order(monkeypatch):
     assert calls == ["small", "base"]
 
 
+def test_the_reasoning_config_serves_its_template():
+    """cpu-reasoning: the CPU pair on ports of its own, both with the shipped chat template."""
+    s = load_config("cpu-reasoning")
+    template = resource_dir("servers") / "templates" / "reasoning.jinja"
+    for spec in s.servers:
+        assert spec.options["chat-template"] == str(template) and template.is_file()
+        assert spec.model == load_config("cpu").role(spec.role).model
+    assert "{servers}" not in " ".join(s.role("base").argv())
+
+
 def test_stop_goes_in_reverse_order(monkeypatch):
     calls = []
     monkeypatch.setattr(launcher, "stop_one", lambda spec, echo: calls.append(spec.role))
@@ -356,9 +366,10 @@ def test_context_points_at_the_servers(name):
     ctx = s.context()
     assert isinstance(ctx, Context)
     assert ctx.base_url == s.role("base").url
-    port = {"cpu-specdecode": 8103, "cpu-ngram": 8104}.get(name, 8101)
-    assert ctx.base_url == f"http://127.0.0.1:{port}/v1"
-    assert ctx.small_url == s.role("small").url == "http://127.0.0.1:8102/v1"
+    base, small = {"cpu-specdecode": (8103, 8102), "cpu-ngram": (8104, 8102),
+                   "cpu-reasoning": (8105, 8106)}.get(name, (8101, 8102))
+    assert ctx.base_url == f"http://127.0.0.1:{base}/v1"
+    assert ctx.small_url == s.role("small").url == f"http://127.0.0.1:{small}/v1"
     assert ctx.base_model == s.role("base").served_model_name
     assert ctx.small_model == s.role("small").served_model_name
 
