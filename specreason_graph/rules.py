@@ -171,7 +171,18 @@ _ANSWER_LINE = re.compile(r"(?:Answer|ANSWER):[ \t]*(\S.*)")
 
 
 def extract_answer(text: str) -> str | None:
-    """Contents of the last ``\\boxed{...}`` (nested braces kept), else the last 'Answer: x' line."""
+    """Contents of the last ``\\boxed{...}`` (nested braces kept), else the last 'Answer: x' line.
+
+    A step that closes the thinking and answers is read after its '</think>': a reasoning model's
+    answer is what follows the thinking, even when a candidate was boxed inside it."""
+    if THINK_CLOSE in text:
+        after = _answer_in(text.rsplit(THINK_CLOSE, 1)[1])
+        if after is not None:
+            return after
+    return _answer_in(text)
+
+
+def _answer_in(text: str) -> str | None:
     found = None
     for match in _BOXED.finditer(text):
         depth, start = 1, match.end()

@@ -226,6 +226,16 @@ def test_extract_answer_empty_answer_line_is_none():
     assert extract_answer("Answer:   ") is None
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    (r"maybe \boxed{3}? No.</think> So \boxed{4}", "4"),         # the answer after the thinking
+    (r"maybe \boxed{3}.</think>\nAnswer: 4", "4"),                # an Answer line there counts
+    (r"\boxed{3} then </think> and nothing after", "3"),          # none after: the whole step
+    (r"</think> \boxed{1} </think> \boxed{2}", "2"),               # after the last one
+])
+def test_extract_answer_reads_after_the_closing_think(text, expected):
+    assert extract_answer(text) == expected
+
+
 # --- properties ----------------------------------------------------------------------------------
 
 TOKENS = st.one_of(
