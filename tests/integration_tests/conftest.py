@@ -23,8 +23,12 @@ stop one (test_specdecode_real.py) starts those again, and only those."""
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that swap a server for another (the speculating base server does not fit in memory
-    beside the plain one) run last, so no other test waits for the plain server to come back."""
-    items.sort(key=lambda item: item.get_closest_marker("swaps_servers") is not None)
+    beside the plain one) run last, so no other test waits for the plain server to come back;
+    among them, by the marker's ``order`` (the reasoning pair, which replaces both, goes last)."""
+    def key(item: pytest.Item) -> tuple[bool, int]:
+        marker = item.get_closest_marker("swaps_servers")
+        return marker is not None, marker.kwargs.get("order", 0) if marker else 0
+    items.sort(key=key)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,8 @@ set of call numbers within that kind (``None``: all of them), and does one of:
 - ``no_logprobs``: answer 200 with a well-formed chat completion whose ``logprobs`` is null and
   whose message content is ``content``.
 
-Every request is logged (kind, number, rule applied, status sent or ``None`` for a drop/hang-up).
+Every request is logged (kind, number, rule applied, status sent or ``None`` for a drop/hang-up;
+its JSON body, and the upstream's JSON answer when forwarded).
 The proxy reads whole bodies (``Content-Length``) and relays whole responses (chunked upstream
 bodies are read to the end and sent with a length), so streaming requests work too, just not
 incrementally. The number of requests is capped so a runaway retry loop cannot spin forever.
@@ -75,6 +76,8 @@ class Entry:
     status: int | None = None  # what the client got; None: no response (dropped / hung up)
     note: str = ""
     body: dict[str, Any] = field(default_factory=dict, repr=False)
+    reply: Any = field(default=None, repr=False)
+    """The upstream's JSON answer to a forwarded request (None: not forwarded, or not JSON)."""
     started: float = field(default_factory=time.monotonic, repr=False)
     ended: float | None = field(default=None, repr=False)
 
@@ -250,6 +253,10 @@ class FaultProxy:
                                if k.lower() not in HOP_BY_HOP | {"date", "server"}]
                 finally:
                     upstream.close()
+                try:
+                    entry.reply = json.loads(data)
+                except ValueError:
+                    pass
                 self._send(entry, response.status, data, None, relayed)
 
             def _send(self, entry: Entry, status: int, data: bytes, content_type: str | None,
