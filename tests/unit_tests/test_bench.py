@@ -24,7 +24,7 @@ from specreason_graph.evaluation.modes import ALL_STEPS_BY_BASE, Mode, parse_mod
 from specreason_graph.evaluation.records import META_FILE, RUNS_FILE, load_records
 from specreason_graph.evaluation.records import key as run_key
 from specreason_graph.evaluation.render import splice
-from specreason_graph.evaluation.runner import Progress, run_bench
+from specreason_graph.evaluation.runner import Progress, left, run_bench
 from specreason_graph.trace import summarize
 from tests.fakes import ScriptedModel, score, step
 
@@ -434,6 +434,10 @@ def test_resume_runs_only_what_is_missing(tmp_path):
     assert [s["completed"] for s in m["segments"]] == [2, 4]
     assert list(m["settings"]["modes"]) == ["base-only", "small-only", "specreason"]
 
+    assert left(tmp_path, [P0, P1], modes("base", "small", "spec"), 1) == 0
+    assert left(tmp_path, [P0, P1], modes("base", "small", "spec"), 2) == 6  # second samples
+    assert left(tmp_path, [P0, P1], modes("base"), 1, redo=[P0.id]) == 1
+    assert left(tmp_path / "new", [P0], modes("base"), 1) == 1
     third = Pair()
     done = run_bench(third.graph, [P0, P1], modes("base", "small", "spec"), ctx(), tmp_path)
     assert third.calls() == (0, 0, 0)

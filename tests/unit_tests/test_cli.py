@@ -222,6 +222,26 @@ def test_sigterm_stops_a_bench_as_ctrl_c_does_and_the_segment_is_closed(tmp_path
     assert segment["completed"] == len(kept)
 
 
+def test_a_bench_with_nothing_left_starts_no_server_and_opens_no_segment(tmp_path, monkeypatch):
+    """Resuming a finished request (make benchmarks-specdecode's earlier blocks) costs nothing: no
+    servers started (minutes on the CPU), no empty segment in meta.json, the report as before."""
+    import json
+
+    from specreason_graph.evaluation.records import META_FILE
+    from tests.vllm_stub import VLLMStub
+
+    out = tmp_path / "bench"
+    with VLLMStub() as stub:
+        argv = ["bench", "--dataset", "gsm8k", "--limit", "2", "--modes", "base", "--out", str(out),
+                "--base-url", stub.url, "--small-url", stub.url,
+                "--base-model", stub.model, "--small-model", stub.model]
+        assert cli.main(argv) == 0
+    segments = json.loads((out / META_FILE).read_text())["segments"]
+    monkeypatch.setattr(cli, "_servers_for", lambda *a, **k: pytest.fail("servers started"))
+    assert cli.main(argv) == 0  # the stub is gone: nothing may be asked of it
+    assert json.loads((out / META_FILE).read_text())["segments"] == segments
+
+
 def test_the_sigterm_handler_is_put_back_after_the_command():
     import signal
 
