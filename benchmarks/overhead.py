@@ -163,8 +163,9 @@ def plain_calls(ctx: Any, problem: str) -> Generator[dict[str, Any], Any, int]:
     call's arguments, is sent its reply; returns the steps kept."""
     from specreason_graph import prompts
 
-    user = prompts.render_problem(ctx.prompt, problem)
-    judge_text, judge_prefill = prompts.load("judge"), prompts.load("judge_prefill")
+    user = prompts.render_problem(ctx.prompt, problem, ctx.prompt_set)
+    judge_text = prompts.load("judge", ctx.prompt_set)
+    judge_prefill = prompts.load("judge_prefill", ctx.prompt_set)
     steps: list[str] = []
     kept = 0
     while kept < ctx.token_budget:

@@ -154,7 +154,7 @@ def direct(state: SolverState, runtime: Runtime[Context]) -> Calls[dict]:
     """The small model answers in one call with the problem prompt (its whole answer is one step)."""
     ctx = context.of(runtime)
     reply: models.Reply = yield models.Completion(
-        "small", [HumanMessage(prompts.render_problem(ctx.prompt, state["problem"]))],
+        "small", [HumanMessage(prompts.render_problem(ctx.prompt, state["problem"], ctx.prompt_set))],
         max_tokens=ctx.token_budget, temperature=ctx.temperature, top_p=ctx.top_p, seed=ctx.seed)
     text = reply.text.strip()
     answer = rules.extract_answer(text)

@@ -20,7 +20,7 @@ from langgraph.runtime import Runtime
 from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
-from specreason_graph.resources import resource_dir
+from specreason_graph.resources import prompt_set_dir, resource_dir
 from specreason_graph.rules import THRESHOLD_MAX, THRESHOLD_MIN, is_threshold, parse_cascade
 
 ScoreMethod = Literal["greedy", "expected"]
@@ -140,6 +140,10 @@ class Context:
         "line reads it from the served chat template unless it is set (flag or environment)."))
     prompt: PromptName = Field(default_factory=_env("prompt", "math"), description=(
         "Problem prompt from prompts/: math (boxed answer) or multiple_choice (boxed letter)."))
+    prompt_set: str = Field(default_factory=_env("prompt_set", ""), description=(
+        "Where the problem and judge prompts come from: '' ours (prompts/); 'paper' the original "
+        "code's layout in our words (prompts/paper/, docs/algorithm.md); or a folder of .txt "
+        "files named as in prompts/ (a file it lacks comes from prompts/)."))
     request_timeout: float = Field(default_factory=_env("request_timeout", 900.0), gt=0,
                                    description="Seconds to wait for one model call.")
 
@@ -153,6 +157,12 @@ class Context:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"must be an http(s) URL, got {url!r}")
         return url
+
+    @field_validator("prompt_set")
+    @classmethod
+    def _prompt_folder(cls, prompt_set: str) -> str:
+        prompt_set_dir(prompt_set)
+        return prompt_set
 
     @model_validator(mode="after")
     def _check(self) -> Context:

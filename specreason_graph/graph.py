@@ -66,7 +66,8 @@ def setup(state: InputState, runtime: Runtime[Context]) -> dict:
     if threshold is not None and not rules.is_threshold(threshold):
         raise ValueError(f"threshold must be a number from {rules.THRESHOLD_MIN:g} to "
                          f"{rules.THRESHOLD_MAX:g}, got {threshold!r}")
-    return {"user_prompt": prompts.render_problem(context.of(runtime).prompt, problem),
+    ctx = context.of(runtime)
+    return {"user_prompt": prompts.render_problem(ctx.prompt, problem, ctx.prompt_set),
             "steps": Overwrite([]), "trace": Overwrite([]), "kept_tokens": 0,
             "pending": None, "stop_reason": None, "answer": None}
 
@@ -266,7 +267,7 @@ class FirstRequest:
 def first_request(problem: str, ctx: Context) -> FirstRequest:
     """The messages and ``max_tokens`` of a run's first model call for ``problem``, built as the
     nodes build them: a caller can check the problem fits the models' context before a run."""
-    user_prompt = prompts.render_problem(ctx.prompt, problem)
+    user_prompt = prompts.render_problem(ctx.prompt, problem, ctx.prompt_set)
     if ctx.one_request:
         return FirstRequest([HumanMessage(user_prompt)], False, ctx.token_budget, (ctx.one_request,))
     messages, continue_final = prompts.step_messages(user_prompt, [], ctx.thinking_opener,

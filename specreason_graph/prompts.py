@@ -12,20 +12,24 @@ from functools import cache
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from specreason_graph.resources import resource_dir
+from specreason_graph.resources import prompt_set_dir, resource_dir
 from specreason_graph.rules import THINK_CLOSE
 
 
 @cache
-def load(name: str) -> str:
-    """Text of ``prompts/<name>.txt``. Turn templates are stripped; pre-fills are kept exact."""
-    text = (resource_dir("prompts") / f"{name}.txt").read_text(encoding="utf-8")
+def load(name: str, prompt_set: str = "") -> str:
+    """Text of ``<name>.txt`` in the prompt set's folder, else in ``prompts/`` (a set replaces
+    only the files it has). Turn templates are stripped; pre-fills are kept exact."""
+    path = prompt_set_dir(prompt_set) / f"{name}.txt"
+    if not path.is_file():
+        path = resource_dir("prompts") / f"{name}.txt"
+    text = path.read_text(encoding="utf-8")
     return text if name.endswith("_prefill") else text.strip()
 
 
-def render_problem(prompt: str, problem: str) -> str:
+def render_problem(prompt: str, problem: str, prompt_set: str = "") -> str:
     """The user turn: the problem placed into the named prompt file."""
-    return load(prompt).replace("{problem}", problem.strip())
+    return load(prompt, prompt_set).replace("{problem}", problem.strip())
 
 
 def thinking(opener: str, steps: list[str], delimiter: str) -> str:
@@ -48,7 +52,8 @@ def step_messages(user_prompt: str, steps: list[str], opener: str, delimiter: st
 
 
 def judge_messages(user_prompt: str, steps: list[str], candidate: str, opener: str,
-                   delimiter: str, question: str = "judge") -> list[BaseMessage]:
+                   delimiter: str, question: str = "judge", prompt_set: str = ""
+                   ) -> list[BaseMessage]:
     """Messages for judging ``candidate`` as the step after ``steps``: the ``question`` prompt
     (``judge``: a 0-9 score; ``judge_yes_no``: Yes or No), continued right before the answer token
     (its ``<question>_prefill`` file).
@@ -57,7 +62,8 @@ def judge_messages(user_prompt: str, steps: list[str], candidate: str, opener: s
     before it from an assistant turn in the history, so the judge would not see the reasoning.
     """
     return [*draft_messages(user_prompt, steps, candidate, opener, delimiter),
-            HumanMessage(load(question)), AIMessage(load(f"{question}_prefill"))]
+            HumanMessage(load(question, prompt_set)),
+            AIMessage(load(f"{question}_prefill", prompt_set))]
 
 
 def draft_messages(user_prompt: str, steps: list[str], candidate: str, opener: str,

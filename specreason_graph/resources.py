@@ -13,3 +13,20 @@ def resource_dir(name: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"cannot find the {name}/ folder next to {_PACKAGE}")
+
+
+PROMPT_SETS = ("", "paper")
+"""The shipped prompt sets: ours (``prompts/`` itself) and ``paper`` (``prompts/paper/``)."""
+
+
+def prompt_set_dir(prompt_set: str = "") -> Path:
+    """The folder of a prompt set: "" → ``prompts/``, ``paper`` → ``prompts/paper/``, else the
+    path given (a folder of ``<name>.txt`` files); ValueError for anything else."""
+    if prompt_set in PROMPT_SETS:
+        return resource_dir("prompts") / prompt_set
+    path = Path(prompt_set).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"prompt set {prompt_set!r} is neither "
+                         f"{' nor '.join(map(repr, PROMPT_SETS))} nor a folder of prompt files")
+    return path
+

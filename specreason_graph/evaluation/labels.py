@@ -76,7 +76,8 @@ def roll_out(models: Models, ctx: Context, prefix: Prefix, k: int,
     """``k`` finishes of the solution from ``prefix`` by the small model (the run's sampling; up to
     ``max_tokens`` new tokens, the token budget by default)."""
     messages, continue_final = prompts.step_messages(
-        prompts.render_problem(prefix.problem.prompt, prefix.problem.question), list(prefix.steps),
+        prompts.render_problem(prefix.problem.prompt, prefix.problem.question, ctx.prompt_set),
+        list(prefix.steps),
         ctx.thinking_opener, ctx.step_delimiter)
     return finish(models.chat("small", ctx), messages, n=k, continue_final=continue_final,
                   max_tokens=max_tokens or ctx.token_budget, temperature=ctx.temperature,

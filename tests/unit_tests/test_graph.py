@@ -401,6 +401,33 @@ def test_multiple_choice_prompt_is_used_for_every_call():
     assert view(base.calls[0][0])[0] == ("human", expected)
 
 
+def test_a_prompt_set_replaces_the_problem_and_judge_prompts(tmp_path):
+    """prompt_set="paper": every call's problem turn and every judge turn come from
+    prompts/paper/; a folder of one's own replaces only the files it holds."""
+    paper = PROMPTS / "paper"
+    _, small, base = run([step("a = 1"), step(r"\boxed{3}")], by_kind([], [score("9"), score("9")]),
+                         prompt_set="paper")
+    expected = (paper / "math.txt").read_text(encoding="utf-8").strip().replace("{problem}",
+                                                                                 PROBLEM)
+    assert expected != user_prompt()
+    assert {view(m)[0] for m, _ in small.calls + base.calls} == {("human", expected)}
+    for messages, _ in judge_requests(base):
+        assert view(messages)[2:] == [
+            ("human", (paper / "judge.txt").read_text(encoding="utf-8").strip()),
+            ("ai", (paper / "judge_prefill.txt").read_text(encoding="utf-8"))]
+
+    (tmp_path / "judge_prefill.txt").write_text("Grade: ", encoding="utf-8")
+    _, small, base = run([step(r"\boxed{3}")], by_kind([], [score("9")]), prompt_set=str(tmp_path))
+    assert view(small.calls[0][0])[0] == ("human", user_prompt())  # not in the folder: ours
+    [(messages, _)] = judge_requests(base)
+    assert view(messages)[2:] == [("human", JUDGE_TEXT), ("ai", "Grade: ")]
+
+
+def test_an_unknown_prompt_set_is_refused_before_any_call():
+    with pytest.raises(ValidationError, match="prompt set 'nope' is neither '' nor 'paper' nor"):
+        Context(prompt_set="nope")
+
+
 @pytest.mark.parametrize("opener", ["", "<think>\n"])
 def test_regeneration_request_is_identical_to_draft_request(opener):
     _, small, base = run(
