@@ -138,9 +138,24 @@ def _settings(problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context,
             "samples": samples, "modes": {m.name: m.settings(ctx) for m in modes}}
 
 
+LATER_SETTINGS: dict[str, Any] = {"prompt_set": ""}
+"""Context fields added after results folders were made, with the value that behaves as before they
+existed: a folder whose settings lack one resumes when the run has that value."""
+
+
+def _same_context(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    if old is None:
+        return False
+    added = {k for k, v in new.items()
+             if k not in old and k in LATER_SETTINGS and LATER_SETTINGS[k] == v}
+    return {k: v for k, v in new.items() if k not in added} == old
+
+
 def _check_resumable(meta: dict[str, Any], settings: dict[str, Any], out: Path) -> None:
     old = meta.get("settings", {})
-    differ = [k for k in ("dataset", "context", "samples") if old.get(k) != settings[k]]
+    differ = [k for k in ("dataset", "context", "samples")
+              if not (_same_context(old.get(k), settings[k]) if k == "context"
+                      else old.get(k) == settings[k])]
     clash = [name for name, s in settings["modes"].items()
              if name in old.get("modes", {}) and old["modes"][name] != s]
     if differ or clash:

@@ -557,6 +557,24 @@ def test_stop_set_before_the_start_runs_nothing(tmp_path):
     assert (tmp_path / RUNS_FILE).read_text() == ""
 
 
+def test_a_folder_from_before_a_setting_existed_resumes_at_its_neutral_value(tmp_path):
+    """prompt_set came after results folders were made: one whose settings lack it resumes with
+    the value that behaves as before (ours), and is refused with another."""
+    run_bench(Pair().graph, [P0], modes("base"), ctx(), tmp_path)
+    saved = meta(tmp_path)
+    del saved["settings"]["context"]["prompt_set"]
+    (tmp_path / "meta.json").write_text(json.dumps(saved))
+    pair = Pair()
+    run_bench(pair.graph, [P0, P1], modes("base"), ctx(), tmp_path)
+    assert pair.calls() == (0, 1, 0)  # base-only of P1 only
+    saved = meta(tmp_path)
+    assert saved["settings"]["context"]["prompt_set"] == ""
+    del saved["settings"]["context"]["prompt_set"]
+    (tmp_path / "meta.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="other settings \\(context\\)"):
+        run_bench(Pair().graph, [P0, P1], modes("base"), ctx(prompt_set="paper"), tmp_path)
+
+
 @pytest.mark.parametrize(("change", "detail"), [
     ({"context": ctx(token_budget=1000)}, "(context)"),
     ({"samples": 2}, "(samples)"),
