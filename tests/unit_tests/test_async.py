@@ -69,6 +69,25 @@ def test_runs_on_one_event_loop_after_another_each_get_their_own_client():
     assert len(models._per_loop) <= 1  # closed loops' clients are dropped
 
 
+def test_a_loops_http_clients_are_closed_when_asyncio_run_ends(caplog):
+    """The aiohttp clients of a loop are closed on that loop at its shutdown: nothing is left for
+    the garbage collector to report as an unclosed session or connector."""
+    import gc
+    import logging
+
+    with VLLMStub() as stub:
+        graph = build_graph().compile()
+        ctx = stub_context(stub)
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            for _ in range(2):
+                asyncio.run(graph.ainvoke({"problem": "1 + 1?"}, context=ctx))
+                [clients] = models._per_loop.values()
+                sessions = [chat.http_async_client for chat in clients.chats.values()]
+                assert sessions and all(s.is_closed for s in sessions)
+            gc.collect()
+    assert not [r for r in caplog.records if "nclosed" in r.getMessage()]
+
+
 def test_cancelling_an_async_run_stops_waiting_for_its_model_at_once():
     """A run waiting on a slow server is cancelled mid-request: the task ends within a second (its
     HTTP request is closed), not when the server answers 30 s later; nothing runs on after it."""
