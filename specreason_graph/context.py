@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 import typing
 from functools import cache
 from pathlib import Path
@@ -20,7 +19,7 @@ from langgraph.runtime import Runtime
 from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
-from specreason_graph.resources import prompt_set_dir, resource_dir
+from specreason_graph.resources import config_path, prompt_set_dir, read_config
 from specreason_graph.rules import THRESHOLD_MAX, THRESHOLD_MIN, is_threshold, parse_cascade
 
 ScoreMethod = Literal["greedy", "expected"]
@@ -35,7 +34,8 @@ holds the CPU pair's)."""
 PromptName = Literal["math", "multiple_choice"]
 LOCAL_SERVERS = "cpu"
 """The server config (``servers/cpu.toml``) whose endpoints are the defaults: the servers that
-``specreason serve`` and ``make demo`` start on this machine."""
+``specreason serve`` and ``make demo`` start on this machine (the CPU pair, its base server
+speculating with the small model as its draft model)."""
 
 
 @cache
@@ -43,7 +43,7 @@ def local_defaults(config: str = LOCAL_SERVERS) -> dict[str, Any]:
     """``{base,small}_{url,model}`` of the servers in ``servers/<config>.toml`` (one source for the
     launcher and the Context's defaults), and the judge settings its ``[graph]`` table chose for
     that pair (the paper's where it has none)."""
-    data = tomllib.loads((resource_dir("servers") / f"{config}.toml").read_text(encoding="utf-8"))
+    data = read_config(config_path(config))  # extends = "cpu-plain" resolved
     host = data.get("defaults", {}).get("host", "127.0.0.1")
     found: dict[str, Any] = {**PAPER_JUDGE, **data.get("graph", {})}
     for server in data.get("server", []):
