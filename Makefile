@@ -20,7 +20,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 servers:
 	bash servers/setup-cpu.sh
 
-# A real SpecReason answer from the two local vLLM servers (started, then stopped again).
+# A real SpecReason answer from the two local vLLM servers (started, then stopped again): the CPU
+# default, servers/cpu.toml, whose base server speculates with the small model as its draft model.
 demo: install
 	$(BIN)/specreason ask $(QUESTION)
 
@@ -72,8 +73,8 @@ benchmarks: install
 
 # The paper's SpecDecode rows (BENCHMARKS.md, hours on 2 cores; resumable like the above). The plain
 # and the speculating base server do not fit in memory together, so blocks of 10 problems alternate
-# (ABAB): A = the rows above on servers/cpu.toml, B = SpecDecode and SpecReason + SpecDecode with both
-# judges on servers/cpu-specdecode.toml; each bench starts its servers and stops them at its end. The
+# (ABAB): A = the rows above on servers/cpu-plain.toml, B = SpecDecode and SpecReason + SpecDecode with
+# both judges on the default servers/cpu.toml; each bench starts its servers and stops them at its end. The
 # report gives the drift between the A and B segments. Then the greedy check: base-only and SpecDecode
 # at temperature 0, whose answers must be the same text.
 SD_MODES_A := base small spec:judge=score,t=7,score=greedy,name=paper-judge spec:name=calibrated-judge

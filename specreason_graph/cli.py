@@ -3,6 +3,7 @@
     specreason ask "What is 17 * 23?"            # live steps, answer, summary
     specreason ask --dataset gsm8k --id 0        # a benchmark problem (gold answer shown)
     specreason serve start | stop | status       # the CPU default servers (servers/cpu.toml)
+    specreason ask --one-request base "..."      # base-only through them: the paper's SpecDecode
     specreason bench --dataset gsm8k --limit 30 --modes base small spec --concurrency 4
     specreason bench-report benchmarks/results/gsm8k      # rebuild tables and plots from the runs
     specreason calibrate --dataset gsm8k --offset 1000 --limit 20   # pick a threshold
@@ -90,7 +91,7 @@ def context_from_args(args: argparse.Namespace, **override: Any) -> Context:
             if key in given:
                 given[key] = given[key].encode().decode("unicode_escape")
     try:
-        return Context(**{**given, **override})
+        return Context(**{**_local_endpoints(args), **given, **override})
     except ValidationError as exc:
         problems = "; ".join(_problem(e, set(given) | set(override)) for e in exc.errors())
         raise CliError(f"invalid setting: {problems}") from None
@@ -122,6 +123,23 @@ def _user_named_endpoints(args: argparse.Namespace) -> bool:
                 or os.environ.get("SPECREASON_SMALL_URL"))
 
 
+def _local_endpoints(args: argparse.Namespace) -> dict[str, str]:
+    """The endpoints of the ``--servers`` config when the user named none, for the fields the user
+    did not set: ``bench`` measures base-only and its other plain rows on cpu-plain's servers, while
+    the Context's defaults are the CPU default's (whose base server speculates)."""
+    name = getattr(args, "servers", None)
+    if name is None or _user_named_endpoints(args):
+        return {}
+    try:
+        local = load_config(name)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(f"--servers: {str(exc).strip(chr(39) + chr(34))}") from None
+    base, small = local.role("base"), local.role("small")
+    found = {"base_url": base.url, "base_model": base.served_model_name,
+             "small_url": small.url, "small_model": small.served_model_name}
+    return {k: v for k, v in found.items() if not _user_set(args, k)}
+
+
 def _servers_for(args: argparse.Namespace, ctx: Context, stack: ExitStack,
                  question: str | None = None, base_url: str | None = None) -> Context:
     """Start the local servers (for the ``with`` block of ``stack``) if the user named none and
@@ -135,9 +153,6 @@ def _servers_for(args: argparse.Namespace, ctx: Context, stack: ExitStack,
         local = load_config(args.servers)
         if base_url is not None and base_url != local.role("base").url:
             local = load_config(args.specdecode_servers)
-        elif base_url is None and args.command == "ask":  # ask --servers cpu-specdecode: its URLs
-            ctx = checked = dataclasses.replace(ctx, base_url=local.role("base").url,
-                                                small_url=local.role("small").url)
         if not all(launcher.healthy(s) for s in local.servers):
             err.print(f"[yellow]No servers answer at {checked.base_url} and {checked.small_url}: "
                       f"starting the '{local.name}' servers (about 2 minutes; stopped again "
@@ -568,8 +583,9 @@ def parser() -> argparse.ArgumentParser:
                                                               "averaged; the paper used 16)")
         p.add_argument("--concurrency", type=int, default=1, help="runs in flight at once")
         p.add_argument("--out", help="results folder (resumes from what it holds)")
-        p.add_argument("--servers", default="cpu", help="server config to start when none answer")
-        p.add_argument("--specdecode-servers", default="cpu-specdecode",
+        p.add_argument("--servers", default="cpu-plain", help="server config of the plain rows "
+                       "(base-only, small-only, SpecReason): started when none answer")
+        p.add_argument("--specdecode-servers", default="cpu",
                        help="server config whose base server speculates (the specdecode modes)")
         p.add_argument("--no-serve", action="store_true", help="never start servers")
         if name == "bench":

@@ -95,7 +95,7 @@ def parse_mode(text: str, specdecode_url: str | None = None) -> Mode:
 
     ``specdecode`` and ``specreason+specdecode[:...]`` are ``base`` and ``spec`` with ``url=``
     ``specdecode_url`` (the speculating base server; the CLI takes it from
-    servers/cpu-specdecode.toml) and those names, unless the text gives its own."""
+    ``--specdecode-servers``, servers/cpu.toml) and those names, unless the text gives its own."""
     kind, _, rest = text.strip().partition(":")
     if kind in SPECDECODE_ALIASES:
         given = {item.partition("=")[0].strip() for item in rest.split(",")}

@@ -202,8 +202,8 @@ def _check_memory(spec: ServerSpec, running: list[ServerSpec]) -> None:
     raise ServerError(f"{spec.role}: {have:.1f} GiB of memory available, and this server takes "
                       f"about {spec.memory_gib:g} GiB while it starts: not started (running here: "
                       f"{up}). Stop what it would share the machine with first, e.g. `specreason "
-                      "serve stop --config cpu` before starting cpu-specdecode, whose base server "
-                      "replaces the plain one")
+                      "serve stop --config cpu-plain` before starting cpu (the default), whose "
+                      "speculating base server replaces the plain one")
 
 
 def start_one(spec: ServerSpec, *, echo=print) -> int | None:

@@ -18,7 +18,7 @@ from specreason_graph.serving import config, launcher
 
 RUNNING_BEFORE: set[str] = set()
 """The roles whose servers answered before the session fixture started any: a test that has to
-stop one (test_specdecode_real.py) starts those again, and only those."""
+stop them (test_reasoning_template.py) starts those again, and only those."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,11 +1,11 @@
-"""The speculating base server (servers/cpu-specdecode.toml) on the real models: the 0.5B drafting
-inside the 1.5B's vLLM server, the paper's SpecDecode.
+"""The CPU default's speculating base server (servers/cpu.toml) on the real models: the 0.5B
+drafting inside the 1.5B's vLLM server, the paper's SpecDecode.
 
-It does not fit in memory beside the plain base server, so this module swaps them: the plain base
-server's greedy answers are taken first, then it is stopped and the speculating one started from
-its config (the small server stays). The module runs last (``swaps_servers``, see conftest) and
-leaves the machine as it found it: a plain base server that was running before the test session
-is started again; one the session started itself is not (nothing runs after this module).
+The session's servers are the default pair, so the speculating server here is the one the launcher
+started from the config. Its greedy text is checked against the plain base server
+(servers/cpu-plain.toml), which does not fit in memory beside it: this module swaps them, the
+speculating base giving way to the plain one for its answers and coming back (the small server
+stays). It runs after the modules that do not swap (``swaps_servers``, see conftest).
 
 - greedy speculative decoding is lossless: the same text as the plain server, token for token;
 - ``/metrics`` shows drafts proposed and accepted;
@@ -26,7 +26,7 @@ from specreason_graph import compile_graph
 from specreason_graph.context import PAPER_JUDGE
 from specreason_graph.evaluation import datasets
 from specreason_graph.serving import config, launcher, preflight
-from tests.integration_tests.conftest import RUNNING_BEFORE, metric
+from tests.integration_tests.conftest import metric
 
 pytestmark = [pytest.mark.integration, pytest.mark.swaps_servers]
 
@@ -51,21 +51,22 @@ def drafts(spec: config.ServerSpec) -> tuple[float, float]:
 
 @pytest.fixture(scope="module")
 def swapped(local_servers):
-    """(plain greedy answers, the speculating base server's spec): the plain base server answered,
-    then gave way to the speculating one."""
-    plain = local_servers.role("base")
-    answers = [ask(plain, q, 0.0) for q in QUESTIONS]
-    speculating = config.load_config("cpu-specdecode")
-    spec = speculating.role("base")
-    assert speculating.role("small") == local_servers.role("small")
-    launcher.stop_one(plain)
+    """(the plain base server's greedy answers, the speculating base server's spec): the session's
+    speculating base server gave way to the plain one for its answers, then came back."""
+    spec = local_servers.role("base")
+    plain_pair = config.load_config("cpu-plain")
+    plain = plain_pair.role("base")
+    assert plain_pair.role("small") == local_servers.role("small")
+    launcher.stop_one(spec)
     try:
-        launcher.start(speculating)
-        yield answers, spec
+        launcher.start_one(plain)
+        try:
+            answers = [ask(plain, q, 0.0) for q in QUESTIONS]
+        finally:
+            launcher.stop_one(plain)
     finally:
-        launcher.stop_one(spec)
-        if "base" in RUNNING_BEFORE:
-            launcher.start_one(plain)
+        launcher.start_one(spec)
+    return answers, spec
 
 
 def test_the_config_makes_a_speculating_server(swapped):

