@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -4,17 +4,16 @@ starts, and the judge settings its [graph] table holds (the paper's where it hol
 from __future__ import annotations
 
 import os
-import tomllib
 
 import pytest
 
 from specreason_graph import Context, context
-from specreason_graph.resources import resource_dir
+from specreason_graph.resources import config_path, read_config
 from specreason_graph.serving.config import load_config
 
 pytestmark = pytest.mark.cpu_defaults
 
-CPU = tomllib.loads((resource_dir("servers") / "cpu.toml").read_text(encoding="utf-8"))
+CPU = read_config(config_path("cpu"))  # cpu.toml, its extends = "cpu-plain" resolved
 
 
 @pytest.fixture(autouse=True)
