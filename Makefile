@@ -72,16 +72,17 @@ benchmarks: install
 	$(BIN)/specreason bench-report benchmarks/results/math500-judges --gpu cpu-1-in-flight --into BENCHMARKS.md
 
 # The paper's SpecDecode rows (BENCHMARKS.md, hours on 2 cores; resumable like the above). The plain
-# and the speculating base server do not fit in memory together, so blocks of 10 problems alternate
+# and the speculating base server do not fit in memory together, so blocks of 5 problems alternate
 # (ABAB): A = the rows above on servers/cpu-plain.toml, B = SpecDecode and SpecReason + SpecDecode with
 # both judges on the default servers/cpu.toml; each bench starts its servers and stops them at its end. The
-# report gives the drift between the A and B segments. Then the greedy check: base-only and SpecDecode
+# report gives the drift between the A and B segments (blocks of 10 up to GSM8K 19 drifted by up to a
+# quarter between A and B; 5 halves the time between them). Then the greedy check: base-only and SpecDecode
 # at temperature 0, whose answers must be the same text.
 SD_MODES_A := base small spec:judge=score,t=7,score=greedy,name=paper-judge spec:name=calibrated-judge
 SD_MODES_B := specdecode specreason+specdecode:judge=score,t=7,score=greedy,name=paper-judge+specdecode \
   specreason+specdecode:name=calibrated-judge+specdecode
-SD_BLOCKS := 0 10 20 30
-SD := --concurrency 1 --limit 10 --calibration $(CALIBRATION)/choice.json
+SD_BLOCKS := 0 5 10 15 20 25 30 35
+SD := --concurrency 1 --limit 5 --calibration $(CALIBRATION)/choice.json
 benchmarks-specdecode: install
 	for at in $(SD_BLOCKS); do \
 	  $(BIN)/specreason bench $(BENCH) $(SD) --offset $$at --out benchmarks/results/gsm8k-specdecode \
@@ -89,7 +90,7 @@ benchmarks-specdecode: install
 	  $(BIN)/specreason bench $(BENCH) $(SD) --offset $$at --out benchmarks/results/gsm8k-specdecode \
 	    --modes $(SD_MODES_B) || exit 1; \
 	done
-	for at in 0 10 20; do \
+	for at in 0 5 10 15 20 25; do \
 	  $(BIN)/specreason bench --dataset math500 --levels 1 $(BUDGET) $(SD) --offset $$at \
 	    --out benchmarks/results/math500-specdecode --modes $(SD_MODES_A) && \
 	  $(BIN)/specreason bench --dataset math500 --levels 1 $(BUDGET) $(SD) --offset $$at \

@@ -217,6 +217,13 @@ def drift_markdown(drift: dict[str, Any]) -> str:
             for g in drift["groups"][1:]]
     lines += ["", "; ".join(said) + " (above 1: the machine was slower than in A; a speedup "
               "between groups holds this drift as well as the method)."]
+    if drift.get("adjusted"):
+        lines += ["", "Adjusted for it (each run's time divided by its segment's draft speed "
+                  "relative to all segments'; a segment that wrote no drafts takes the mean of the ones "
+                  "just before and after it; an "
+                  "estimate that assumes the base model slowed as the small one did): "
+                  + "; ".join(f"{a['mode']} {a['speedup']:.2f}× → {a['adjusted']:.2f}×"
+                              for a in drift["adjusted"]) + "."]
     return "\n".join(lines)
 
 

@@ -82,7 +82,7 @@ def build(out: Path, reference: str = REFERENCE, gpu: GpuProfile | None = None,
 
     summary = {"title": title, "concurrency": concurrency, "load": load, "rows": rows,
                "paired": comparisons, "frontier": frontier, "above_frontier": above,
-               "cost_model": model, "drift": segment_drift(runs, meta.get("segments", []), modes),
+               "cost_model": model, "drift": segment_drift(runs, meta.get("segments", []), modes, reference),
                "cost_check": check, "prefix_cache": cache,
                "pareto": pareto(rows), "machine": meta.get("machine"),
                "settings": meta.get("settings"),

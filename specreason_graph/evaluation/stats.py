@@ -415,7 +415,8 @@ def identical_outputs(records: dict[str, dict[str, Any]], modes: dict[str, dict[
 # --- drift between segments ----------------------------------------------------------------------
 
 def segment_drift(records: dict[str, dict[str, Any]], segments: Sequence[dict[str, Any]],
-                  modes: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
+                  modes: dict[str, dict[str, Any]] | None = None,
+                  reference: str = REFERENCE) -> dict[str, Any] | None:
     """How the machine's speed moved between segments that ran different modes (the speculative
     base server and the plain one do not fit in memory together, so their modes run in
     alternating segments, and a speedup between them holds the drift too).
@@ -425,7 +426,12 @@ def segment_drift(records: dict[str, dict[str, Any]], segments: Sequence[dict[st
     modes apart (a draft is short and pays its prefill on few tokens). Segments with the same modes
     form a group (A, B, ... in the order they first ran), pooled, each against the first:
     ``ratio_*`` above 1 means the machine was slower then. A run belongs to the latest segment that
-    ran its mode and started before it finished. None when every segment ran the same modes."""
+    ran its mode and started before it finished. None when every segment ran the same modes.
+
+    ``adjusted``: each mode's speedup against ``reference`` with every run's wall time divided by
+    its segment's draft speed relative to all segments' pooled (a segment without drafts takes the
+    mean of the segments with drafts just before and just after it): an estimate that assumes the
+    base model slowed as the small one did."""
     placed: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in records.values():
         if r.get("error") is None and (i := _segment_of(r, segments)) is not None:
@@ -454,7 +460,42 @@ def segment_drift(records: dict[str, dict[str, Any]], segments: Sequence[dict[st
         summary.append({"group": group,
                         "modes": next(r["modes"] for r in rows if r["group"] == group),
                         "segments": [r["segment"] for r in rows if r["group"] == group], **speed})
-    return {"segments": rows, "groups": summary}
+    adjusted = _drift_adjusted(placed, rows, _small_speed(
+        [r for runs in placed.values() for r in runs], modes or {})["drafts_s_per_token"],
+        segments, reference)
+    return {"segments": rows, "groups": summary, "adjusted": adjusted}
+
+
+def _drift_adjusted(placed: dict[int, list[dict[str, Any]]], rows: list[dict[str, Any]],
+                    pooled: float | None, segments: Sequence[dict[str, Any]],
+                    reference: str) -> list[dict[str, Any]]:
+    """Per mode: its speedup against ``reference`` (mean wall times on the problems both
+    finished), raw and with each run's time divided by its segment's relative draft speed."""
+    speed = {r["segment"] - 1: r["drafts_s_per_token"] for r in rows if r["drafts_s_per_token"]}
+    if not pooled or not speed:
+        return []
+
+    def factor(i: int) -> float:
+        if i in speed:
+            return speed[i] / pooled
+        around = [speed[j] for j in (max((j for j in speed if j < i), default=None),
+                                     min((j for j in speed if j > i), default=None)) if j is not None]
+        return statistics.fmean(around) / pooled
+
+    walls: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
+    for i, runs in placed.items():
+        for r in runs:  # the latest record of a (mode, problem) wins, as in the tables
+            walls[r["mode"]][f"{r['id']}#{r['sample']}"] = (r["wall_s"], r["wall_s"] / factor(i))
+    ref = walls.get(reference, {})
+    found = []
+    for mode, mine in walls.items():
+        common = sorted(set(mine) & set(ref))
+        if mode == reference or not common:
+            continue
+        raw = statistics.fmean(ref[k][0] for k in common) / statistics.fmean(mine[k][0] for k in common)
+        adj = statistics.fmean(ref[k][1] for k in common) / statistics.fmean(mine[k][1] for k in common)
+        found.append({"mode": mode, "problems": len(common), "speedup": raw, "adjusted": adj})
+    return found
 
 
 def _segment_of(record: dict[str, Any], segments: Sequence[dict[str, Any]]) -> int | None:

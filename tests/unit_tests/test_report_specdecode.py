@@ -201,9 +201,41 @@ def test_segment_drift_compares_the_small_models_speed_between_groups_of_segment
     assert b["drafts_s_per_token"] == pytest.approx(0.22)
     assert b["ratio_drafts"] == pytest.approx(0.22 / (13 / 45)) and a["ratio_drafts"] == 1.0
     assert b["ratio_one_request"] is None  # B ran no small-only
+    # Adjusted: base-only's p1 ran in segment 1 (drafts 0.36 s/token), specdecode's in segment 2
+    # (0.22): the machine was faster for specdecode, so its equal wall time is a loss once adjusted
+    adjusted = {a["mode"]: a for a in drift["adjusted"]}
+    assert set(adjusted) == {"small-only", "judge", "specdecode", "judge+sd"}
+    sd = adjusted["specdecode"]
+    assert (sd["problems"], sd["speedup"]) == (1, 1.0)
+    assert sd["adjusted"] == pytest.approx(0.22 / 0.36)
+    assert adjusted["judge"]["adjusted"] == pytest.approx(1.0)  # the same segment as base-only
     text = drift_markdown(drift)
     assert "**Drift between segments.**" in text and "| 2 | B | 2025-01-01T01:00:10+00:00 | – |" in text
     assert f"B against A: one request –, drafts ×{0.22 / (13 / 45):.3f}" in text
+    assert f"specdecode 1.00× → {0.22 / 0.36:.2f}×" in text
+
+
+def test_a_segment_without_drafts_is_adjusted_by_its_neighbours():
+    """A segment of modes that write no drafts (base-only or specdecode alone) takes the mean
+    draft speed of the segments with drafts just before and after it."""
+    small = lambda tokens, ms: call(tokens=tokens, draft_tokens=tokens, draft_ms=ms)  # noqa: E731
+    rs = records(
+        at(record("judge", "p1", True, 1.0, [small(10, 2000)]), "00:30:00"),      # seg 1: 0.2
+        at(record("base-only", "p1", True, 2.0, [base_call(10, 999)]), "00:40:00"),
+        at(record("specdecode", "p1", True, 1.0, [base_call(10, 500)]), "01:30:00"),  # seg 2: none
+        at(record("judge", "p2", True, 1.0, [small(10, 4000)]), "02:30:00"),      # seg 3: 0.4
+        at(record("base-only", "p2", True, 2.0, [base_call(10, 999)]), "02:40:00"),
+        at(record("specdecode", "p2", True, 1.0, [base_call(10, 500)]), "03:30:00"),  # seg 4: none
+    )
+    modes = {"judge": {"kind": "spec"}, "base-only": {"kind": "base"}, "specdecode": {"kind": "base"}}
+    segments = [dict(s, modes=["judge", "base-only"] if s["modes"] == A else ["specdecode"])
+                for s in SEGMENTS]
+    drift = segment_drift(rs, segments, modes)
+    sd = next(a for a in drift["adjusted"] if a["mode"] == "specdecode")
+    # segment 2 takes the mean of segments 1 and 3 (0.3 s/token), segment 4 segment 3's (0.4)
+    base = (2 / 0.2 + 2 / 0.4) / 2
+    assert sd["speedup"] == pytest.approx(2.0)
+    assert sd["adjusted"] == pytest.approx(base / ((1 / 0.3 + 1 / 0.4) / 2))
 
 
 def test_no_drift_when_every_segment_ran_the_same_modes():
