@@ -29,6 +29,7 @@ from specreason_graph import build_graph, models
 from specreason_graph.context import PAPER_JUDGE, Context
 from specreason_graph.evaluation import datasets
 from specreason_graph.models import ModelCallError, transient
+from specreason_graph.serving import preflight
 from tests.integration_tests.faultproxy import FaultProxy, Rule, fail
 
 pytestmark = pytest.mark.integration
@@ -328,12 +329,14 @@ def test_step_call_slower_than_request_timeout_is_retried(local_servers, small_p
 
 def test_cli_reports_a_failing_server_in_one_line(local_servers, base_proxy):
     # Every model call fails; the CLI's preflight (GET /v1/models, POST /tokenize) still works.
+    # Greedy: a sampled run would first probe the default's speculating base server with two
+    # model calls (preflight.check_speculation), and this test is about a failure inside the run.
     base_proxy.set(fail(500, kind="model"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPECREASON_")}
     result = subprocess.run(
         [sys.executable, "-m", "specreason_graph.cli", "ask", "What is 2+2?", "--no-serve",
          "--base-url", base_proxy.url, "--small-url", local_servers.role("small").url,
-         "--token-budget", "40", "--max-step-tokens", "16", "--seed", "0",
+         "--token-budget", "40", "--max-step-tokens", "16", "--seed", "0", "--temperature", "0",
          # the paper's judge: the base server is asked about the very first draft
          "--judge", "score", "--threshold", "7", "--score-method", "greedy"],
         capture_output=True, text=True, timeout=300, env=env)
@@ -349,3 +352,26 @@ def test_cli_reports_a_failing_server_in_one_line(local_servers, base_proxy):
     assert [(e.method, e.path) for e in preflight][:1] == [("GET", "/v1/models")]
     assert all(e.status == 200 for e in preflight)
     assert [e.status for e in base_proxy.entries("judge")] == [500, 500, 500]  # default 3 tries
+
+
+def test_cli_refuses_a_sampled_run_whose_speculation_probe_fails(local_servers, base_proxy):
+    """The default's base server speculates, so a sampled run first probes it (greedy and sampled
+    acceptance); a server that fails the probe gets one line naming it, before any step."""
+    if preflight.spec_counters(local_servers.role("base").url) is None:
+        pytest.skip("SPECREASON_TEST_SERVERS names a pair whose base server does not speculate")
+    base_proxy.set(fail(500, kind="model"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPECREASON_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "specreason_graph.cli", "ask", "What is 2+2?", "--no-serve",
+         "--base-url", base_proxy.url, "--small-url", local_servers.role("small").url,
+         "--token-budget", "40", "--max-step-tokens", "16", "--temperature", "0.6"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: the base server at {base_proxy.url} speculates, and a probe request to it "
+        "failed"), result.stderr
+    assert "500" in lines[0] and "Traceback" not in result.stderr + result.stdout
+    # one greedy probe (not retried: a preflight request), then nothing: no step, no judge call
+    assert not base_proxy.entries("judge")
+    assert [(e.body.get("max_tokens"), e.status) for e in base_proxy.entries("step")] == [(32, 500)]
