@@ -133,7 +133,8 @@ def _local_endpoints(args: argparse.Namespace) -> dict[str, str]:
     try:
         local = load_config(name)
     except (FileNotFoundError, ValueError) as exc:
-        raise CliError(f"--servers: {str(exc).strip(chr(39) + chr(34))}") from None
+        message = str(exc).strip("'\"")
+        raise CliError(f"--servers: {message}") from None
     base, small = local.role("base"), local.role("small")
     found = {"base_url": base.url, "base_model": base.served_model_name,
              "small_url": small.url, "small_model": small.served_model_name}
