@@ -81,8 +81,9 @@ PROBE = textwrap.dedent(r'''
         """The rejection sampler on fixed target logits: B requests of K drafted tokens each, every
         request with the same logits, half drafting plausible tokens (group a: the second
         likeliest first, then the likeliest, so that every position and the bonus token are reached
-        often), half drafting a token outside the nucleus first (group b: it must always be rejected). Returns, per position, the
-        tokens emitted there among the requests that reached it."""
+        often), half drafting a token outside the nucleus first (group b: it must always be
+        rejected). Returns, per position, the tokens emitted there among the requests that reached
+        it."""
         from vllm.v1.sample.logits_processor import LogitsProcessors
         from vllm.v1.sample.metadata import SamplingMetadata
         from vllm.v1.sample.sampler import Sampler
@@ -145,8 +146,9 @@ of its probability (deterministic here: the probe seeds torch), and that a fault
 
 def probe(how: str) -> dict:
     done = subprocess.run([str(vllm_python()), "-c", f"SAMPLES = {SAMPLES}\n" + PROBE, how],
-                          capture_output=True, text=True, timeout=300, env={"VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
-                                            "VLLM_NO_USAGE_STATS": "1", "PATH": "/usr/bin:/bin"})
+                          capture_output=True, text=True, timeout=300,
+                          env={"VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
+                               "VLLM_NO_USAGE_STATS": "1", "PATH": "/usr/bin:/bin"})
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
     return json.loads(lines[-1].removeprefix("RESULT"))
