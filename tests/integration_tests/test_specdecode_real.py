@@ -28,6 +28,7 @@ from specreason_graph.context import PAPER_JUDGE
 from specreason_graph.evaluation import datasets
 from specreason_graph.serving import config, launcher, preflight
 from tests.integration_tests.conftest import metric
+from tests.sampling import target_distribution
 
 pytestmark = [pytest.mark.integration, pytest.mark.swaps_servers]
 
@@ -117,33 +118,17 @@ def test_specreason_over_the_speculating_server(swapped, local_servers):
     assert drafts(spec)[0] > before[0]  # the base model's rewrites were decoded speculatively
 
 
-def processed(top: dict[int, float], temperature: float, top_p: float) -> dict[int, float]:
-    """The distribution vLLM samples from, out of a position's raw log-probabilities: the
-    temperature, then the top-p nucleus (the likeliest tokens up to mass top_p, the one crossing it
-    included), renormalised. The 20 likeliest tokens stand for the vocabulary: at temperature 0.6
-    the rest hold a negligible mass."""
-    weights = {t: math.exp(lp / temperature) for t, lp in top.items()}
-    total = sum(weights.values())
-    kept, mass = {}, 0.0
-    for token, w in sorted(weights.items(), key=lambda kv: -kv[1]):
-        kept[token] = w / total
-        mass += w / total
-        if mass >= top_p:
-            break
-    norm = sum(kept.values())
-    return {t: p / norm for t, p in kept.items()}
-
-
 def test_sampled_tokens_follow_the_base_models_distribution(local_servers):
     """Lossless speculative sampling on the running server, not just in its sampler: 24 sampled
     continuations of a GSM8K prompt at the paper's temperature 0.6 and top-p 0.95, and every token
     of them scored against the base model's own distribution at that position (one prefill of the
-    prompt and the continuation, ``prompt_logprobs``). No token may lie outside the nucleus (with
-    room for prefill and decode rounding: outside the 0.995 nucleus), and the probability the base
-    model gave the tokens that were drawn must match what drawing from it gives on average (the
-    sum over positions of q(x) - sum q^2 is centred on zero; |z| < 4). A sampler that dropped
-    the temperature or the nucleus on the rejection path fails one or the other (the kernel-level
-    check of the same is tests/unit_tests/test_vllm_cpu_fixes.py)."""
+    prompt and the continuation, ``prompt_logprobs``; its 20 likeliest tokens stand for the
+    vocabulary, whose rest holds a negligible mass at temperature 0.6). No token may lie outside
+    the nucleus (with room for prefill and decode rounding: outside the 0.995 nucleus), and the
+    probability the base model gave the tokens that were drawn must match what drawing from it
+    gives on average (the sum over positions of q(x) - sum q^2 is centred on zero; |z| < 4). A
+    sampler that dropped the temperature or the nucleus on the rejection path fails one or the
+    other (the kernel-level check of the same is tests/unit_tests/test_vllm_cpu_fixes.py)."""
     spec = local_servers.role("base")
     client = OpenAI(base_url=spec.url, api_key="none", max_retries=0, timeout=900)
     prompt = f"Question: {QUESTIONS[1]}\nAnswer: Let's think step by step."
@@ -164,9 +149,9 @@ def test_sampled_tokens_follow_the_base_models_distribution(local_servers):
         rows = scored.choices[0].model_extra["prompt_logprobs"][len(prompt_ids):]
         for token, row in zip(tokens, rows, strict=True):
             top = {int(t): v["logprob"] for t, v in row.items()}
-            if token not in processed(top, temperature, 0.995):
+            if token not in target_distribution(top, temperature, 0.995):
                 outside.append((token, round(top.get(token, float("-inf")), 2)))
-            q = processed(top, temperature, top_p)
+            q = target_distribution(top, temperature, top_p)
             square = sum(p * p for p in q.values())
             centred += q.get(token, 0.0) - square
             variance += sum(p ** 3 for p in q.values()) - square ** 2

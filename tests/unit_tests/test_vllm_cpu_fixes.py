@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from specreason_graph.serving.config import load_config
+from tests.sampling import target_distribution
 
 
 def vllm_python() -> Path:
@@ -195,36 +196,20 @@ def test_embedding_tables_are_packed_at_their_first_product_only(with_plugin, st
     assert stock["packing"]["lazy"] is False and stock["packing"]["same"] is True
 
 
-def processed(logits: list[float], temperature: float, top_p: float) -> list[float]:
-    """The target model's distribution as vLLM defines it for sampling: softmax of logits over
-    the temperature, then the top-p nucleus (the likeliest tokens up to mass top_p, the one that
-    crosses it included), renormalised. Written out here, independently of vLLM's code."""
-    top = max(logits)
-    weights = [math.exp((x - top) / temperature) for x in logits]
-    probs = [w / sum(weights) for w in weights]
-    kept, mass = set(), 0.0
-    for i in sorted(range(len(probs)), key=probs.__getitem__, reverse=True):
-        kept.add(i)
-        mass += probs[i]
-        if mass >= top_p:
-            break
-    total = sum(probs[i] for i in kept)
-    return [probs[i] / total if i in kept else 0.0 for i in range(len(probs))]
-
-
 def departures(sampling: dict) -> list[str]:
     """Where the emitted tokens depart from the target distribution: a token outside the nucleus
     at all, or a token whose frequency is more than 5 standard errors from its probability."""
     found = []
     for where, tokens in sampling["emitted"].items():
-        want = processed(sampling["logits"][int(where[1:])], sampling["temperature"],
-                         sampling["top_p"])
+        logits = sampling["logits"][int(where[1:])]
+        want = target_distribution(dict(enumerate(logits)), sampling["temperature"],
+                                   sampling["top_p"])
         n = len(tokens)
-        outside = sum(1 for t in tokens if want[t] == 0.0)
+        outside = sum(1 for t in tokens if t not in want)
         if outside:
             found.append(f"{where}: {outside} of {n} tokens outside the top-p nucleus")
-        for token, p in enumerate(want):
-            if 0 < p < 1 and n:
+        for token, p in want.items():
+            if p < 1 and n:
                 z = (tokens.count(token) - n * p) / math.sqrt(n * p * (1 - p))
                 if abs(z) > 5:
                     found.append(f"{where}: token {token} {tokens.count(token) / n:.3f} "
