@@ -23,14 +23,14 @@ import operator
 from typing import Annotated, Any
 
 from langchain_core.language_models import BaseChatModel
-from langgraph._internal._runnable import RunnableCallable  # the prebuilt agents' node type
+from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.runtime import Runtime
+from langgraph.runtime import get_runtime
 from langgraph.types import Overwrite, Send
 from typing_extensions import TypedDict
 
-from specreason_graph import context
+from specreason_graph import context, rules
 from specreason_graph.context import Context
 from specreason_graph.graph import compile_graph
 from specreason_graph.state import InputState, OutputState, State, StopReason
@@ -74,8 +74,7 @@ def prepare(state: BatchInput) -> dict:
     if not isinstance(questions, list):
         raise ValueError("questions must be a list of strings")
     for index, question in enumerate(questions):
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError(f"question {index} is empty: give every question as a non-empty string")
+        rules.checked_problem(question, f"question {index}")
     return {"results": Overwrite([])}
 
 
@@ -93,19 +92,26 @@ class Solve:
             "stop_reason": out.get("stop_reason"), "steps": len(out["steps"]),
             "summary": summarize(out["trace"])}]}
 
-    def __call__(self, state: SolveInput, runtime: Runtime[Context]) -> dict:
-        """One question through SpecReason; the result is one entry of ``results``."""
-        out = self.specreason.invoke({"problem": state["problem"]}, context=context.of(runtime))
+    def __call__(self, state: SolveInput) -> dict:
+        """One question through SpecReason, with the run's Context; the result is one entry of
+        ``results``."""
+        out = self.specreason.invoke({"problem": state["problem"]}, context=_context())
         return self._result(state, out)
 
-    async def asolve(self, state: SolveInput, runtime: Runtime[Context]) -> dict:
+    async def asolve(self, state: SolveInput) -> dict:
         """:meth:`__call__` for the async path."""
-        out = await self.specreason.ainvoke({"problem": state["problem"]},
-                                            context=context.of(runtime))
+        out = await self.specreason.ainvoke({"problem": state["problem"]}, context=_context())
         return self._result(state, out)
 
-    def node(self) -> RunnableCallable:
-        return RunnableCallable(self.__call__, self.asolve, name="solve", trace=False)
+    def node(self) -> RunnableLambda:
+        """The node: a ``RunnableLambda`` of the two paths (LangGraph would run a plain function
+        in a thread pool under ``ainvoke``)."""
+        return RunnableLambda(self.__call__, self.asolve, name="solve")
+
+
+def _context() -> Context:
+    """The Context of the batch run a node is part of."""
+    return context.of(get_runtime(Context))
 
 
 def collect(state: BatchState) -> dict:

@@ -55,7 +55,7 @@ from specreason_graph import context, models, prompts, rules
 from specreason_graph.context import Context
 from specreason_graph.evaluation import grading
 from specreason_graph.graph import calls_model, compile_graph
-from specreason_graph.models import RETRY, Calls, Models
+from specreason_graph.models import RETRY, Calls, Models, reply_to
 from specreason_graph.state import StepRecord, StopReason
 
 RETRY_THRESHOLD = 9
@@ -134,9 +134,7 @@ def parseable(answer: str | None) -> bool:
 def prepare(state: SolverInput) -> dict:
     """Check the question, hand it to SpecReason as ``problem`` and clear a previous run's fields
     (a reused thread must not start with the last run's attempts or its retry threshold)."""
-    question = state.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("the question is empty: give it as a non-empty string")
+    question = rules.checked_problem(state.get("question"), "the question")
     return {"problem": question, "threshold": None, "attempts": Overwrite([]),
             "final_answer": None, "verified": False, "steps": [], "trace": [], "answer": None,
             "stop_reason": None, "kept_tokens": 0}
@@ -144,23 +142,22 @@ def prepare(state: SolverInput) -> dict:
 
 def route(state: SolverState, runtime: Runtime[Context]) -> Calls[dict]:
     """The small model calls the question easy or hard (one short greedy call)."""
-    reply: models.Reply = yield models.Completion(
+    reply = yield from reply_to(models.Completion(
         "small", [HumanMessage(prompts.render_problem("route", state["problem"]))],
-        max_tokens=ROUTE_MAX_TOKENS, temperature=0.0)
+        max_tokens=ROUTE_MAX_TOKENS, temperature=0.0))
     return {"route": parse_route(reply.text)}
 
 
 def direct(state: SolverState, runtime: Runtime[Context]) -> Calls[dict]:
     """The small model answers in one call with the problem prompt (its whole answer is one step)."""
     ctx = context.of(runtime)
-    reply: models.Reply = yield models.Completion(
+    reply = yield from reply_to(models.Completion(
         "small", [HumanMessage(prompts.render_problem(ctx.prompt, state["problem"], ctx.prompt_set))],
-        max_tokens=ctx.token_budget, temperature=ctx.temperature, top_p=ctx.top_p, seed=ctx.seed)
+        max_tokens=ctx.token_budget, temperature=ctx.temperature, top_p=ctx.top_p, seed=ctx.seed))
     text = reply.text.strip()
-    answer = rules.extract_answer(text)
-    stop: StopReason = ("answer" if answer is not None else
-                        "token_budget" if reply.finish_reason == "length" else "finished")
-    return {"steps": [text], "trace": [], "answer": answer, "stop_reason": stop,
+    stop = rules.one_request_stop(text, reply.tokens, ctx.token_budget,
+                                  truncated=reply.finish_reason == "length")
+    return {"steps": [text], "trace": [], "answer": rules.extract_answer(text), "stop_reason": stop,
             "kept_tokens": reply.tokens}
 
 

@@ -21,6 +21,7 @@ from pydantic.dataclasses import dataclass
 
 from specreason_graph.resources import config_path, prompt_set_dir, read_config
 from specreason_graph.rules import THRESHOLD_MAX, THRESHOLD_MIN, is_threshold, parse_cascade
+from specreason_graph.state import Role
 
 ScoreMethod = Literal["greedy", "expected"]
 JudgeName = Literal["score", "yes_no", "confidence", "likelihood", "check", "cascade"]
@@ -53,8 +54,20 @@ def local_defaults(config: str = LOCAL_SERVERS) -> dict[str, Any]:
     return found
 
 
+def origin(url: str) -> str:
+    """The server an OpenAI-compatible endpoint URL is on, without the API's ``/v1``
+    (``http://127.0.0.1:8101/v1`` → ``http://127.0.0.1:8101``): where vLLM serves ``/metrics``,
+    ``/tokenize`` and ``/detokenize``."""
+    return url.rstrip("/").removesuffix("/v1")
+
+
+_DECLARED: dict[str, Any] = {}
+"""Each field's default as :func:`_env` declares it (what the environment may replace)."""
+
+
 def _env(field: str, default: Any) -> Any:
     """Default for ``field``: ``$SPECREASON_<FIELD>`` if set, else ``default`` (pydantic coerces)."""
+    _DECLARED[field] = default
     return lambda: os.environ.get(f"SPECREASON_{field.upper()}", default)
 
 
@@ -62,6 +75,15 @@ def _local(field: str) -> Any:
     """Default for an endpoint or judge field: ``$SPECREASON_<FIELD>``, else the local servers'
     config (``servers/cpu.toml``)."""
     return lambda: os.environ.get(f"SPECREASON_{field.upper()}") or local_defaults()[field]
+
+
+def declared_default(name: str) -> Any:
+    """The value of the Context field ``name`` when neither the caller nor the environment sets it:
+    its declared default, or the local servers' config's for an endpoint or judge field. KeyError
+    when it has neither (``also_judge``, built by a function of its own)."""
+    if name in _DECLARED:
+        return _DECLARED[name]
+    return local_defaults()[name]
 
 
 def load_choice(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -112,7 +134,7 @@ class Context:
         "digit tokens among the judge's top logprobs."))
     first_n_base: int = Field(default_factory=_env("first_n_base", 0), ge=0, description=(
         "The first N steps are written by the base model without drafting."))
-    one_request: Literal["small", "base"] | None = Field(
+    one_request: Role | None = Field(
         default_factory=_env("one_request", None), description=(
             "Baseline, as the paper's: this model writes the whole solution in one request (the "
             "same prompt and sampling, token_budget as max_tokens); no steps, no judge."))
@@ -147,7 +169,7 @@ class Context:
     request_timeout: float = Field(default_factory=_env("request_timeout", 900.0), gt=0,
                                    description="Seconds to wait for one model call.")
 
-    def endpoint(self, role: Literal["small", "base"]) -> tuple[str, str]:
+    def endpoint(self, role: Role) -> tuple[str, str]:
         """(URL, served model name) of the ``role`` model."""
         return (self.small_url, self.small_model) if role == "small" else (self.base_url, self.base_model)
 

@@ -4,14 +4,19 @@ the same prefix. The drawing is ``tests/unit_tests/snapshots/graph.mermaid`` (an
 
 Reads top to bottom: the nodes, the routers, the wiring. Model calls go through ``models``, judges
 through ``judges``, message layouts through ``prompts``, pure decisions through ``rules``. Nodes take
-``(state, runtime)``. The ones that call a model ``yield`` each call (``reply = yield Step(...)``)
-and return their update; :func:`calls_model` makes each a node with a sync and an async path over
-the graph's one :class:`~specreason_graph.models.Models`, so ``invoke`` and ``ainvoke``/``astream``
-run the same code, the async one with no thread in between.
+``(state, runtime)``. The ones that call a model yield each call and get its reply back, typed by
+the call (``reply = yield from reply_to(Step.of(...))``: a ``StepReply``), and return their update;
+:func:`calls_model` makes each a node with a sync and an async path over the graph's one
+:class:`~specreason_graph.models.Models`, so ``invoke`` and ``ainvoke``/``astream`` run the same
+code, the async one with no thread in between. :func:`inline` gives the other nodes and the routers
+the same two paths. Both are a ``RunnableLambda`` of a sync and an async function and hand a node its
+``Runtime`` with LangGraph's ``get_runtime``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,10 +24,10 @@ from typing import Any, Literal
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
-from langgraph._internal._runnable import RunnableCallable  # the prebuilt agents' node type
+from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.runtime import Runtime
+from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Overwrite, RetryPolicy
 
 from specreason_graph import context, judges, models, prompts, rules
@@ -34,10 +39,10 @@ from specreason_graph.models import (
     MalformedReply,
     ModelCallError,
     Models,
-    Role,
-    StepReply,
+    Step,
+    reply_to,
 )
-from specreason_graph.state import InputState, OutputState, State, StepRecord
+from specreason_graph.state import InputState, OutputState, Role, State, StepRecord
 
 
 def _record(state: State, **fields: object) -> StepRecord:
@@ -45,8 +50,7 @@ def _record(state: State, **fields: object) -> StepRecord:
         "index": len(state["steps"]), "writer": "small", "text": "", "tokens": 0,
         "truncated": False, "ended_turn": False, "forced": False,
         "draft": None, "draft_tokens": 0, "draft_ms": 0.0, "draft_logprobs": None,
-        "judge": None, "judges": {}, "score": None, "judge_token": None, "judge_alternatives": [],
-        "judge_error": None,
+        "judge": None, "judges": {}, "score": None, "judge_error": None,
         "accepted": None,
         "judge_prompt_tokens": 0, "judge_cached_tokens": None, "judge_ms": 0.0,
         "base_tokens": 0, "base_ms": 0.0, "ms": 0.0,
@@ -59,9 +63,7 @@ def _record(state: State, **fields: object) -> StepRecord:
 
 def setup(state: InputState, runtime: Runtime[Context]) -> dict:
     """Check the problem and render it into the prompt once; start a fresh trace."""
-    problem = state.get("problem")
-    if not isinstance(problem, str) or not problem.strip():
-        raise ValueError("the problem is empty: give the question as a non-empty string")
+    problem = rules.checked_problem(state.get("problem"))
     threshold = state.get("threshold")
     if threshold is not None and not rules.is_threshold(threshold):
         raise ValueError(f"threshold must be a number from {rules.THRESHOLD_MIN:g} to "
@@ -72,16 +74,16 @@ def setup(state: InputState, runtime: Runtime[Context]) -> dict:
             "pending": None, "stop_reason": None, "answer": None}
 
 
-def _write(role: Role, state: State, ctx: Context) -> models.Step:
+def _write(role: Role, state: State, ctx: Context) -> Step:
     """The next step from ``role``, continuing the kept steps (the same call for both models)."""
     messages, continue_final = prompts.step_messages(
         state["user_prompt"], state["steps"], ctx.thinking_opener, ctx.step_delimiter)
-    return models.Step.of(role, ctx, messages, continue_final=continue_final)
+    return Step.of(role, ctx, messages, continue_final=continue_final)
 
 
 def draft(state: State, runtime: Runtime[Context]) -> Calls[dict]:
     """The small model proposes the next step."""
-    reply: StepReply = yield _write("small", state, context.of(runtime))
+    reply = yield from reply_to(_write("small", state, context.of(runtime)))
     return {"pending": _record(
         state, writer="small", text=reply.text, tokens=reply.tokens, truncated=reply.truncated,
         ended_turn=reply.ended_turn, draft=reply.text, draft_tokens=reply.tokens,
@@ -103,8 +105,7 @@ def judge(state: State, runtime: Runtime[Context]) -> Calls[dict]:
             seen[name] = (yield from judges.ask(name, case, ctx, aside=True)).record()
     threshold = rules.threshold_for(state.get("threshold"), ctx.threshold)
     return {"pending": {**pending, "judge": ctx.judge, "judges": seen,
-                        "score": verdict.score, "judge_token": verdict.token,
-                        "judge_alternatives": verdict.alternatives, "judge_error": verdict.error,
+                        "score": verdict.score, "judge_error": verdict.error,
                         "accepted": verdict.score >= threshold, "judge_ms": verdict.ms,
                         "judge_prompt_tokens": verdict.prompt_tokens,
                         "judge_cached_tokens": verdict.cached_tokens}}
@@ -114,7 +115,7 @@ def regenerate(state: State, runtime: Runtime[Context]) -> Calls[dict]:
     """The base model rewrites a rejected step from the same prefix (it never sees the draft)."""
     pending = state["pending"]
     assert pending is not None
-    reply: StepReply = yield _write("base", state, context.of(runtime))
+    reply = yield from reply_to(_write("base", state, context.of(runtime)))
     return {"pending": {**pending, "writer": "base", "text": reply.text,
                         "tokens": reply.tokens, "truncated": reply.truncated,
                         "ended_turn": reply.ended_turn, "base_tokens": reply.tokens,
@@ -125,23 +126,23 @@ def one_request(state: State, runtime: Runtime[Context]) -> Calls[dict]:
     """The paper's baselines: one model writes the whole solution in one request."""
     ctx = context.of(runtime)
     role: Role = ctx.one_request or "base"
-    reply: models.Reply = yield models.Completion(
+    reply = yield from reply_to(models.Completion(
         role, [HumanMessage(state["user_prompt"])], max_tokens=ctx.token_budget,
-        temperature=ctx.temperature, top_p=ctx.top_p, seed=ctx.seed, tokens_required=True)
+        temperature=ctx.temperature, top_p=ctx.top_p, seed=ctx.seed, tokens_required=True))
     text = reply.text.strip()
+    truncated = reply.finish_reason == "length"
     record = _record(state, writer=role, text=text, tokens=reply.tokens,
-                     truncated=reply.finish_reason == "length", ended_turn=True, ms=reply.ms,
+                     truncated=truncated, ended_turn=True, ms=reply.ms,
                      **({"base_tokens": reply.tokens, "base_ms": reply.ms} if role == "base"
                         else {"draft": text, "draft_tokens": reply.tokens, "draft_ms": reply.ms}))
-    stop = rules.stop_reason([text], reply.tokens, ctx.token_budget,
-                             ended_turn=reply.finish_reason != "length") or "token_budget"
+    stop = rules.one_request_stop(text, reply.tokens, ctx.token_budget, truncated)
     return {"steps": [text], "trace": [record], "kept_tokens": reply.tokens,
             "stop_reason": stop, "answer": rules.extract_answer(text)}
 
 
 def base_step(state: State, runtime: Runtime[Context]) -> Calls[dict]:
     """One of the first_n_base steps: the base model writes it, no draft, no judge."""
-    reply: StepReply = yield _write("base", state, context.of(runtime))
+    reply = yield from reply_to(_write("base", state, context.of(runtime)))
     return {"pending": _record(
         state, writer="base", forced=True, text=reply.text, tokens=reply.tokens,
         truncated=reply.truncated, ended_turn=reply.ended_turn, base_tokens=reply.tokens,
@@ -149,13 +150,13 @@ def base_step(state: State, runtime: Runtime[Context]) -> Calls[dict]:
 
 
 def calls_model(pair: Models, role: Role | Callable[[Context], Role],
-                node: Callable[[Any, Runtime[Context]], Calls[dict]]) -> RunnableCallable:
+                node: Callable[[Any, Runtime[Context]], Calls[dict]]) -> RunnableLambda:
     """The graph node for ``node``, whose model calls (to the ``role`` model, or the one ``role(ctx)``
     names) ``pair`` sends: with ``invoke`` when the graph runs sync, with ``ainvoke`` under
     ``ainvoke``/``astream``/``abatch`` (no thread pool; a cancelled run cancels its request), the
-    two paths LangGraph's prebuilt agents give their model node. A full context ends the run (stop
-    reason ``context_full``); a server error becomes a ``ModelCallError`` naming the server, the
-    node and the step."""
+    two paths LangGraph's prebuilt agents give their model node (``get_runtime`` hands ``node`` its
+    run's Runtime on both). A full context ends the run (stop reason ``context_full``); a server
+    error becomes a ``ModelCallError`` naming the server, the node and the step."""
     def failed(exc: Exception, state: State, runtime: Runtime[Context]) -> dict:
         ctx = context.of(runtime)
         who: Role = role(ctx) if callable(role) else role
@@ -171,19 +172,21 @@ def calls_model(pair: Models, role: Role | Callable[[Context], Role],
                     "answer": rules.extract_answer(steps[-1])}
         raise ModelCallError(who, url, node.__name__, len(steps), exc) from exc
 
-    def model_node(state: State, runtime: Runtime[Context]) -> dict:
+    def model_node(state: State) -> dict:
+        runtime = get_runtime(Context)
         try:
             return pair.drive(node(state, runtime), context.of(runtime))
         except (ContextFull, openai.APIError, MalformedReply) as exc:
             return failed(exc, state, runtime)
 
-    async def amodel_node(state: State, runtime: Runtime[Context]) -> dict:
+    async def amodel_node(state: State) -> dict:
+        runtime = get_runtime(Context)
         try:
             return await pair.adrive(node(state, runtime), context.of(runtime))
         except (ContextFull, openai.APIError, MalformedReply) as exc:
             return failed(exc, state, runtime)
 
-    return RunnableCallable(model_node, amodel_node, name=node.__name__, trace=False)
+    return RunnableLambda(model_node, amodel_node, name=node.__name__)
 
 
 def commit(state: State, runtime: Runtime[Context]) -> dict:
@@ -241,14 +244,22 @@ def after_base(state: State) -> Literal["commit", "__end__"]:
     return "__end__" if state.get("stop_reason") else "commit"
 
 
-def inline(fn: Callable[..., Any]) -> RunnableCallable:
-    """A node that calls no model, or a router, on both paths: under ``ainvoke`` LangGraph hands a
-    plain function to the event loop's thread pool, one hop per step; this one does no I/O, so it
-    runs on the loop itself."""
-    async def on_the_loop(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
+def inline(fn: Callable[..., Any]) -> RunnableLambda:
+    """A node that calls no model, or a router, taking ``(state)`` or ``(state, runtime)``, on both
+    paths: under ``ainvoke`` LangGraph hands a plain function to the event loop's thread pool, one
+    hop per step; this one does no I/O, so it runs on the loop itself. The wrapper keeps ``fn``'s
+    name and annotations: a router's ``Literal`` return type is where the drawing's edges come from,
+    and its first parameter's type makes LangGraph hand it the state after the node's update."""
+    takes_runtime = len(inspect.signature(fn).parameters) > 1
 
-    return RunnableCallable(fn, on_the_loop, name=fn.__name__, trace=False)
+    @functools.wraps(fn)
+    def on_the_thread(state: Any) -> Any:
+        return fn(state, get_runtime(Context)) if takes_runtime else fn(state)
+
+    async def on_the_loop(state: Any) -> Any:
+        return on_the_thread(state)
+
+    return RunnableLambda(on_the_thread, on_the_loop, name=fn.__name__)
 
 
 # --- the first request, for checks before a run -----------------------------------------------

@@ -23,6 +23,14 @@ def is_threshold(value: object) -> bool:
             and THRESHOLD_MIN <= value <= THRESHOLD_MAX)
 
 
+def checked_problem(problem: object, what: str = "the problem") -> str:
+    """``problem`` when it is a question a run can take (a string with more than whitespace), else
+    a ValueError that names ``what`` ("the problem", "question 3") — before any model call."""
+    if not isinstance(problem, str) or not problem.strip():
+        raise ValueError(f"{what} is empty: give it as a non-empty string")
+    return problem
+
+
 def threshold_for(override: float | None, default: float) -> float:
     """A problem's threshold: its own override (``InputState.threshold``), else the run's."""
     return default if override is None else override
@@ -164,6 +172,14 @@ def stop_reason(steps: Sequence[str], kept_tokens: int, budget: int, ended_turn:
     if ended_turn:
         return "finished"
     return None
+
+
+def one_request_stop(text: str, tokens: int, budget: int, truncated: bool) -> StopReason:
+    """Why a solution written in one request ended (the one-request baselines, an agent's direct
+    answer): the stop rules with the whole reply as the one kept step and ``tokens`` against the
+    budget; a reply cut by ``max_tokens`` (``truncated``, the budget) without an answer ran out of
+    budget, one that ended its turn without an answer ``finished``."""
+    return stop_reason([text], tokens, budget, ended_turn=not truncated) or "token_budget"
 
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")

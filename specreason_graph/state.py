@@ -12,7 +12,9 @@ from typing import Annotated, Any, Literal, NotRequired
 
 from typing_extensions import TypedDict
 
-Writer = Literal["small", "base"]
+Role = Literal["small", "base"]
+"""The two models: the small one drafts, the base one judges and rewrites (one definition for the
+state, the Context and the model calls)."""
 StopReason = Literal["answer", "repeated_step", "token_budget", "finished", "context_full"]
 
 
@@ -36,7 +38,7 @@ class StepRecord(TypedDict):
 
     index: int
     """Position of the step in the reasoning (0-based)."""
-    writer: Writer
+    writer: Role
     """Model whose text was kept."""
     text: str
     """The kept text, without the step delimiter."""
@@ -57,15 +59,13 @@ class StepRecord(TypedDict):
     judge: str | None
     """The judge whose score decided (Context.judge; None when not drafted)."""
     judges: dict[str, JudgeRecord]
-    """Every judge that scored the draft (the deciding one and Context.also_judge), by name."""
+    """Every judge that scored the draft (the deciding one and Context.also_judge), by name; a
+    one-token judge's token and the alternatives at its position (token, logprob) are in its
+    ``reads`` (rescoring needs no new judge call)."""
     score: float | None
     """Judge's score for the draft (None when not drafted)."""
-    judge_token: str | None
-    """The token the judge generated at the score position."""
-    judge_alternatives: list[tuple[str, float]]
     judge_error: str | None
     """Why the judge's reply could not be read (malformed JSON...); the score is then 0."""
-    """The alternatives at that position (token, logprob): rescoring needs no new judge call."""
     accepted: bool | None
     """Score >= threshold (None when not drafted)."""
     judge_prompt_tokens: int

@@ -8,6 +8,15 @@ from typing import Any
 from specreason_graph.state import StepRecord
 
 
+def judge_reads(record: StepRecord) -> dict[str, Any]:
+    """What the deciding judge read for a kept step (``{}`` when it was not judged): for a one-token
+    judge (``score``, ``yes_no``) its generated ``token`` and the ``alternatives`` at that position,
+    as (token, logprob) pairs; the trace holds them only there."""
+    judge = record.get("judge")
+    found = record.get("judges", {}).get(judge) if judge else None
+    return found["reads"] if found else {}
+
+
 def summarize(trace: Sequence[StepRecord]) -> dict[str, Any]:
     judged = [r for r in trace if r["accepted"] is not None]
     accepted = sum(1 for r in judged if r["accepted"])

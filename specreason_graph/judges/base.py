@@ -58,8 +58,9 @@ def failed(why: str, ms: float = 0.0, **reads: Any) -> Verdict:
 
 
 class Judge(Protocol):
-    """A judge that calls a model is a generator: it ``yield``s its calls (``models.JudgeToken``,
-    ``models.PromptLogprobs``, ...), gets their results back and returns its :class:`Verdict`; the
+    """A judge that calls a model is a generator: it yields its calls (``models.JudgeToken``,
+    ``models.PromptLogprobs``, ...) through ``models.reply_to``, gets their results back, typed by
+    the call, and returns its :class:`Verdict`; the
     graph sends the calls sync or async (``Models.drive``/``adrive``). One that calls no model
     returns its Verdict directly."""
 

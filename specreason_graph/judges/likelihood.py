@@ -14,16 +14,16 @@ import statistics
 from specreason_graph import prompts, rules
 from specreason_graph.context import Context
 from specreason_graph.judges.base import Case, Verdict
-from specreason_graph.models import Calls, PromptLogprobs
+from specreason_graph.models import Calls, PromptLogprobs, reply_to
 
 
 class LikelihoodJudge:
     name = "likelihood"
 
     def __call__(self, case: Case, ctx: Context) -> Calls[Verdict]:
-        read = yield PromptLogprobs("base", prompts.draft_messages(
+        read = yield from reply_to(PromptLogprobs("base", prompts.draft_messages(
             case.user_prompt, case.steps, case.draft, ctx.thinking_opener, ctx.step_delimiter),
-            case.draft)
+            case.draft))
         lps = read.logprobs
         return Verdict(
             score=rules.probability_score(lps), prompt_tokens=read.prompt_tokens,

@@ -7,16 +7,16 @@ from __future__ import annotations
 from specreason_graph import prompts, rules
 from specreason_graph.context import Context
 from specreason_graph.judges.base import Case, Verdict
-from specreason_graph.models import Calls, JudgeToken
+from specreason_graph.models import Calls, JudgeToken, reply_to
 
 
 class ScoreJudge:
     name = "score"
 
     def __call__(self, case: Case, ctx: Context) -> Calls[Verdict]:
-        reply = yield JudgeToken(prompts.judge_messages(
+        reply = yield from reply_to(JudgeToken(prompts.judge_messages(
             case.user_prompt, case.steps, case.draft, ctx.thinking_opener, ctx.step_delimiter,
-            prompt_set=ctx.prompt_set), ctx.judge_top_logprobs)
+            prompt_set=ctx.prompt_set), ctx.judge_top_logprobs))
         score = (rules.greedy_score(reply.token) if ctx.score_method == "greedy"
                  else rules.expected_score(reply.top_logprobs))
         return Verdict(score=score, token=reply.token, alternatives=reply.top_logprobs,

@@ -8,16 +8,16 @@ from __future__ import annotations
 from specreason_graph import prompts, rules
 from specreason_graph.context import Context
 from specreason_graph.judges.base import Case, Verdict
-from specreason_graph.models import Calls, JudgeToken
+from specreason_graph.models import Calls, JudgeToken, reply_to
 
 
 class YesNoJudge:
     name = "yes_no"
 
     def __call__(self, case: Case, ctx: Context) -> Calls[Verdict]:
-        reply = yield JudgeToken(prompts.judge_messages(
+        reply = yield from reply_to(JudgeToken(prompts.judge_messages(
             case.user_prompt, case.steps, case.draft, ctx.thinking_opener, ctx.step_delimiter,
-            question="judge_yes_no", prompt_set=ctx.prompt_set), ctx.judge_top_logprobs)
+            question="judge_yes_no", prompt_set=ctx.prompt_set), ctx.judge_top_logprobs))
         p_yes = rules.yes_probability(reply.top_logprobs, reply.token)
         error = reply.error or (None if p_yes is not None else
                                 f"neither Yes nor No among the judge's tokens ({reply.token!r})")

@@ -6,22 +6,15 @@ test_graph.py and test_judges.py run every case on both paths.)"""
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 
 import pytest
 from langgraph_runtime_inmem.queue import _enable_blockbuster
 
-from specreason_graph import Context, build_graph, models
+from specreason_graph import Context, build_graph
+from specreason_graph.models import clients
 from tests.vllm_stub import VLLMStub
-
-
-@pytest.fixture(autouse=True)
-def _no_specreason_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("SPECREASON_"):
-            monkeypatch.delenv(name)
 
 
 def stub_context(stub: VLLMStub, **settings) -> Context:
@@ -47,7 +40,7 @@ def test_astream_over_http_makes_no_blocking_call_langgraph_dev_would_refuse():
                 detector.deactivate()
             return events, final
 
-        models._per_loop.clear()  # the clients are made inside the detected run too
+        clients._per_loop.clear()  # the clients are made inside the detected run too
         events, final = asyncio.run(run())
     assert [e["event"] for e in events] == ["step"]
     assert final["answer"] == "2" and final["trace"][0]["score"] == 9.0
@@ -66,7 +59,7 @@ def test_runs_on_one_event_loop_after_another_each_get_their_own_client():
                    for _ in range(3)]
         again = graph.invoke({"problem": "1 + 1?"}, context=ctx)["answer"]
     assert answers == ["2", "2", "2"] and again == "2"
-    assert len(models._per_loop) <= 1  # closed loops' clients are dropped
+    assert len(clients._per_loop) <= 1  # closed loops' clients are dropped
 
 
 def test_a_loops_http_clients_are_closed_when_asyncio_run_ends(caplog):
@@ -81,8 +74,8 @@ def test_a_loops_http_clients_are_closed_when_asyncio_run_ends(caplog):
         with caplog.at_level(logging.ERROR, logger="asyncio"):
             for _ in range(2):
                 asyncio.run(graph.ainvoke({"problem": "1 + 1?"}, context=ctx))
-                [clients] = models._per_loop.values()
-                sessions = [chat.http_async_client for chat in clients.chats.values()]
+                [loop_clients] = clients._per_loop.values()
+                sessions = [chat.http_async_client for chat in loop_clients.chats.values()]
                 assert sessions and all(s.is_closed for s in sessions)
             gc.collect()
     assert not [r for r in caplog.records if "nclosed" in r.getMessage()]

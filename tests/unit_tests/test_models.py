@@ -13,7 +13,14 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from specreason_graph import models
-from specreason_graph.models import MalformedReply, not_a_completion
+from specreason_graph.models import (
+    Completion,
+    JudgeToken,
+    MalformedReply,
+    Step,
+    not_a_completion,
+    send,
+)
 
 COMPLETION = {"id": "x", "object": "chat.completion", "created": 1, "model": "m"}
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
@@ -70,8 +77,8 @@ def server():
 
 
 def write(chat):
-    return models.write_step(chat, [HumanMessage("q")], continue_final=False, delimiter="\n\n",
-                             max_tokens=8, temperature=0.0, top_p=1.0)
+    return send(chat, Step("base", [HumanMessage("q")], continue_final=False, delimiter="\n\n",
+                           max_tokens=8, temperature=0.0, top_p=1.0))
 
 
 @pytest.mark.parametrize("garbage", BODIES)
@@ -79,7 +86,7 @@ def test_a_reply_that_is_not_a_completion(server, garbage):
     chat = server(*BODIES[garbage])
     with pytest.raises(MalformedReply):
         write(chat)
-    verdict = models.judge(chat, [HumanMessage("q")], top_logprobs=5)
+    verdict = send(chat, JudgeToken([HumanMessage("q")], top_logprobs=5))
     assert verdict.token is None and verdict.top_logprobs == [] and verdict.error
 
 
@@ -95,8 +102,9 @@ def test_a_reply_without_usage_counts_its_logprobs_or_is_refused(server):
     with pytest.raises(MalformedReply, match="no token usage"):
         write(server({**COMPLETION, "choices": [choice()]}))
     with pytest.raises(MalformedReply, match="no token usage"):
-        models.complete(server({**COMPLETION, "choices": [choice()]}), [HumanMessage("q")],
-                        max_tokens=8, temperature=0.0, tokens_required=True)
+        send(server({**COMPLETION, "choices": [choice()]}),
+             Completion("base", [HumanMessage("q")], max_tokens=8, temperature=0.0,
+                        tokens_required=True))
 
 
 @pytest.mark.parametrize(("error", "malformed"), [

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import socket
 from typing import Any
 
@@ -40,12 +39,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 Q, H = PREFIX_COUNTERS
 
 
-@pytest.fixture(autouse=True)
-def _no_specreason_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("SPECREASON_"):
-            monkeypatch.delenv(name)
-
 
 # --- hand-made records ---------------------------------------------------------------------------
 
@@ -56,12 +49,16 @@ def call(*, writer: str = "small", tokens: int = 10, draft_tokens: int = 0, draf
          base_tokens: int = 0, base_ms: float = 0.0) -> StepRecord:
     """One committed step as the graph records it (see state.StepRecord)."""
     drafted = draft_tokens > 0
+    score = None if accepted is None else rules.greedy_score(judge_token)
+    judged = {"score": {"score": score, "ms": judge_ms, "prompt_tokens": judge_prompt,
+                        "cached_tokens": judge_cached, "error": judge_error,
+                        "reads": {"token": judge_token, "alternatives": alternatives or []}}}
     return {
         "index": 0, "writer": writer, "text": "x", "tokens": tokens, "truncated": False,
         "ended_turn": False, "forced": writer == "base" and not drafted,
         "draft": "x" if drafted else None, "draft_tokens": draft_tokens, "draft_ms": draft_ms,
-        "score": None if accepted is None else rules.greedy_score(judge_token),
-        "judge_token": judge_token, "judge_alternatives": alternatives or [],
+        "draft_logprobs": None, "judge": "score" if accepted is not None else None,
+        "judges": judged if accepted is not None else {}, "score": score,
         "judge_error": judge_error, "accepted": accepted,
         "judge_prompt_tokens": judge_prompt, "judge_cached_tokens": judge_cached,
         "judge_ms": judge_ms, "base_tokens": base_tokens, "base_ms": base_ms,
