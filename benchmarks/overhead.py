@@ -8,21 +8,21 @@ graph's own time.
     .venv/bin/python benchmarks/overhead.py --quick            # two runs (the unit test's size)
     .venv/bin/python benchmarks/overhead.py --profile sqlite    # where a configuration's time goes
 
-The stand-in runs in a process of its own (its work does not take the client's interpreter lock):
-a threaded HTTP/1.1 server on 127.0.0.1 answering ``/v1/chat/completions`` with a step that ends at
-the delimiter (logprobs and usage included) or, for a one-token request, a judge reply of "9" with
-its top-10 logprobs, after ``--latency`` seconds (0: at once; 0.2 is a GPU server's pace). Every
-step is drafted, judged (score 9, kept) and committed; a run stops at its token budget after
-``--steps`` steps. Each configuration — no checkpointer, ``InMemorySaver``, SQLite on a temporary
-file, Postgres with ``--postgres DSN`` — runs at every level of concurrency on both paths, after a
-warm-up: ``sync`` (``runs.run_many``/``graph.batch`` with a thread id per run, the plain loop on a
-thread pool of the same size) and ``async`` (``runs.arun_many``/``graph.abatch``, the plain loop with
-``openai.AsyncOpenAI`` and a semaphore of the same size). With a latency, each row also gives the
-wall time of all runs against the ideal: every run in flight, ``steps × 2 × latency`` per wave of
-``in flight`` runs. Per step: wall time over all runs / steps (at concurrency > 1
-that is the inverse of throughput, so the difference is the graph's added CPU time per step), and
-the client process's CPU time over all its threads / steps (less at the mercy of a busy machine:
-the wall time of a step includes waiting for a core).
+The stand-in (``stand_in.py``) runs in a process of its own (its work does not take the client's
+interpreter lock): a threaded HTTP/1.1 server on 127.0.0.1 answering ``/v1/chat/completions`` with a
+step that ends at the delimiter (logprobs and usage included) or, for a one-token request, a judge
+reply of "9" with its top-10 logprobs, after ``--latency`` seconds (0: at once; 0.2 is a GPU
+server's pace). Every step is drafted, judged (score 9, kept) and committed; a run stops at its
+token budget after ``--steps`` steps. Each configuration — no checkpointer, ``InMemorySaver``,
+SQLite on a temporary file, Postgres with ``--postgres DSN`` — runs at every level of concurrency on
+both paths, after a warm-up: ``sync`` (``runs.run_many``/``graph.batch`` with a thread id per run,
+the plain loop on a thread pool of the same size) and ``async``
+(``runs.arun_many``/``graph.abatch``, the plain loop with ``openai.AsyncOpenAI`` and a semaphore of
+the same size). With a latency, each row also gives the wall time of all runs against the ideal:
+every run in flight, ``steps × 2 × latency`` per wave of ``in flight`` runs. Per step: wall time
+over all runs / steps (at concurrency > 1 that is the inverse of throughput, so the difference is
+the graph's added CPU time per step), and the client process's CPU time over all its threads / steps
+(less at the mercy of a busy machine: the wall time of a step includes waiting for a core).
 
 Prints a table and writes ``benchmarks/results/overhead/overhead.{json,md}`` (``--out`` elsewhere).
 """
@@ -42,106 +42,24 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from benchmarks.stand_in import DELIMITER, MODEL, TOKENS_PER_STEP, Stub
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
 
 RESULTS = Path(__file__).resolve().parent / "results" / "overhead"
-TOKENS_PER_STEP = 10
-DELIMITER = "\n\n"
 TARGET_MS = 5.0
 CHECKPOINTERS = ("none", "memory", "sqlite")
 """Measured by default; ``postgres`` too when ``--postgres DSN`` is given."""
 PATHS = ("sync", "async")
 POOL = 64  # Postgres connections: one per run in flight
 PG_KWARGS = {"autocommit": True, "prepare_threshold": 0}  # what langgraph-checkpoint-postgres needs
-MODEL = "stub"
-
-
-# --- the stand-in server ---------------------------------------------------------------------------
-
-def _step_reply(n: int) -> dict[str, Any]:
-    words = f"Step {n}: we add {n} and {n} to get {2 * n} here.".split(" ")
-    tokens = [w if i == 0 else " " + w for i, w in enumerate(words)][: TOKENS_PER_STEP - 1]
-    content = "".join(tokens) + DELIMITER
-    entries = [{"token": t, "logprob": -0.1, "bytes": list(t.encode()), "top_logprobs": []}
-               for t in [*tokens, DELIMITER]]
-    return {"id": f"stub-{n}", "object": "chat.completion", "created": 0, "model": MODEL,
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": {"content": entries},
-                         "message": {"role": "assistant", "content": content}}],
-            "usage": {"prompt_tokens": 100 + 12 * n, "completion_tokens": TOKENS_PER_STEP,
-                      "total_tokens": 110 + 12 * n,
-                      "prompt_tokens_details": {"cached_tokens": 96}}}
-
-
-def _judge_reply() -> dict[str, Any]:
-    top = [{"token": str(d), "logprob": -0.01 if d == 9 else -5.0 - d, "bytes": [48 + d]}
-           for d in (9, 8, 7, 6, 5, 4, 3, 2, 1, 0)]
-    return {"id": "stub-judge", "object": "chat.completion", "created": 0, "model": MODEL,
-            "choices": [{"index": 0, "finish_reason": "length", "logprobs": {"content": [
-                {"token": "9", "logprob": -0.01, "bytes": [57], "top_logprobs": top}]},
-                "message": {"role": "assistant", "content": "9"}}],
-            "usage": {"prompt_tokens": 200, "completion_tokens": 1, "total_tokens": 201,
-                      "prompt_tokens_details": {"cached_tokens": 160}}}
-
-
-def _serve(port_out: Any, latency: float = 0.0) -> None:
-    """The stand-in's process: answer until killed, each reply ``latency`` seconds after its
-    request."""
-    judge = json.dumps(_judge_reply()).encode()
-    steps: dict[int, bytes] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as vLLM's server
-        disable_nagle_algorithm = True  # headers and body go out at once (no 40 ms delayed ACK)
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            if (body.get("max_completion_tokens") or body.get("max_tokens")) == 1:
-                reply = judge
-            else:  # the step number: how many steps the pre-filled assistant turn holds
-                messages = body["messages"]
-                n = str(messages[-1]["content"]).count(DELIMITER) if len(messages) > 1 else 0
-                reply = steps.get(n) or steps.setdefault(n, json.dumps(_step_reply(n)).encode())
-            if latency:
-                time.sleep(latency)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        request_queue_size = 256
-
-    server = Server(("127.0.0.1", 0), Handler)
-    port_out.put(server.server_address[1])
-    server.serve_forever()
-
-
-class Stub:
-    """The stand-in in a process of its own, for a ``with`` block."""
-
-    def __init__(self, latency: float = 0.0):
-        self.latency = latency
-
-    def __enter__(self) -> Stub:
-        mp = multiprocessing.get_context("spawn")
-        ports = mp.Queue()
-        self.process = mp.Process(target=_serve, args=(ports, self.latency), daemon=True)
-        self.process.start()
-        self.url = f"http://127.0.0.1:{ports.get(timeout=60)}/v1"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.process.terminate()
-        self.process.join(10)
 
 
 # --- the two clients -------------------------------------------------------------------------------
@@ -243,27 +161,30 @@ def compiled(checkpointer: str, folder: Path, postgres: str | None = None) -> It
     """The graph with ``checkpointer`` for the sync path."""
     from specreason_graph import build_graph
 
-    if checkpointer == "none":
-        yield build_graph().compile()
-    elif checkpointer == "memory":
-        from langgraph.checkpoint.memory import InMemorySaver
+    with ExitStack() as stack:
+        saver: BaseCheckpointSaver[str] | None = None
+        if checkpointer == "memory":
+            from langgraph.checkpoint.memory import InMemorySaver
 
-        yield build_graph().compile(checkpointer=InMemorySaver())
-    elif checkpointer == "sqlite":
-        from langgraph.checkpoint.sqlite import SqliteSaver
+            saver = InMemorySaver()
+        elif checkpointer == "sqlite":
+            from langgraph.checkpoint.sqlite import SqliteSaver
 
-        path = folder / f"checkpoints-{time.monotonic_ns()}.sqlite"
-        with SqliteSaver.from_conn_string(str(path)) as saver:
-            yield build_graph().compile(checkpointer=saver)
-    else:
-        from langgraph.checkpoint.postgres import PostgresSaver
-        from psycopg_pool import ConnectionPool
+            path = folder / f"checkpoints-{time.monotonic_ns()}.sqlite"
+            saver = stack.enter_context(SqliteSaver.from_conn_string(str(path)))
+        elif checkpointer != "none":
+            from langgraph.checkpoint.postgres import PostgresSaver
+            from psycopg_pool import ConnectionPool
 
-        assert postgres, "the postgres checkpointer needs --postgres DSN"
-        with ConnectionPool(postgres, max_size=POOL, kwargs=PG_KWARGS) as pool:
-            saver = PostgresSaver(pool)  # type: ignore[arg-type]
-            saver.setup()
-            yield build_graph().compile(checkpointer=saver)
+            assert postgres, "the postgres checkpointer needs --postgres DSN"
+            pool = stack.enter_context(ConnectionPool(postgres, max_size=POOL, kwargs=PG_KWARGS))
+            # langgraph's type asks for a pool of ``Connection[DictRow]``, but it opens every cursor
+            # with ``row_factory=dict_row`` itself: default connections (as its docs build the
+            # pool) work, the annotation is stricter than the code
+            postgres_saver = PostgresSaver(pool)  # type: ignore[arg-type]
+            postgres_saver.setup()
+            saver = postgres_saver
+        yield build_graph().compile(checkpointer=saver)
 
 
 @asynccontextmanager
@@ -272,27 +193,30 @@ async def acompiled(checkpointer: str, folder: Path, postgres: str | None = None
     """The graph with ``checkpointer`` for the async path (the async savers)."""
     from specreason_graph import build_graph
 
-    if checkpointer == "none":
-        yield build_graph().compile()
-    elif checkpointer == "memory":
-        from langgraph.checkpoint.memory import InMemorySaver
+    async with AsyncExitStack() as stack:
+        saver: BaseCheckpointSaver[str] | None = None
+        if checkpointer == "memory":
+            from langgraph.checkpoint.memory import InMemorySaver
 
-        yield build_graph().compile(checkpointer=InMemorySaver())
-    elif checkpointer == "sqlite":
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+            saver = InMemorySaver()
+        elif checkpointer == "sqlite":
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-        path = folder / f"checkpoints-{time.monotonic_ns()}.sqlite"
-        async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-            yield build_graph().compile(checkpointer=saver)
-    else:
-        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-        from psycopg_pool import AsyncConnectionPool
+            path = folder / f"checkpoints-{time.monotonic_ns()}.sqlite"
+            saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
+        elif checkpointer != "none":
+            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+            from psycopg_pool import AsyncConnectionPool
 
-        assert postgres, "the postgres checkpointer needs --postgres DSN"
-        async with AsyncConnectionPool(postgres, max_size=POOL, kwargs=PG_KWARGS) as pool:
-            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
-            await saver.setup()
-            yield build_graph().compile(checkpointer=saver)
+            assert postgres, "the postgres checkpointer needs --postgres DSN"
+            pool = await stack.enter_async_context(
+                AsyncConnectionPool(postgres, max_size=POOL, kwargs=PG_KWARGS))
+            # as in ``compiled``: langgraph's type asks for ``AsyncConnection[DictRow]``, its
+            # cursors set ``row_factory=dict_row`` themselves
+            postgres_saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+            await postgres_saver.setup()
+            saver = postgres_saver
+        yield build_graph().compile(checkpointer=saver)
 
 
 def _configs(ctx: Any, n: int, concurrency: int) -> list[dict[str, Any]]:
@@ -358,7 +282,7 @@ def measure(url: str, *, runs: int, steps: int, levels: Sequence[int],
             for path in paths:
                 if path == "sync":
                     plain_many(url, ctx, warm, level)
-                    plain = best_of(repeats, lambda n=level: plain_many(url, ctx, problems, n))
+                    plain = best_of(repeats, partial(plain_many, url, ctx, problems, level))
                 else:
                     plain = asyncio.run(_aseries(
                         None, lambda n=level: aplain_many(url, ctx, problems, n),
@@ -367,8 +291,8 @@ def measure(url: str, *, runs: int, steps: int, levels: Sequence[int],
                     if path == "sync":
                         with compiled(checkpointer, folder, postgres) as graph:
                             graph_many(graph, ctx, warm, level, checkpointer)
-                            mine = best_of(repeats, lambda g=graph, n=level, c=checkpointer:
-                                           graph_many(g, ctx, problems, n, c))
+                            mine = best_of(repeats, partial(graph_many, graph, ctx, problems, level,
+                                                           checkpointer))
                     else:
                         mine = asyncio.run(_aseries(
                             acompiled(checkpointer, folder, postgres),

@@ -23,14 +23,17 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from langchain_core.messages import convert_to_openai_messages
+from langchain_core.messages import BaseMessage, convert_to_openai_messages
 from openai import OpenAI
 
 from specreason_graph import prompts, rules
 from specreason_graph.context import Context
 from specreason_graph.evaluation import datasets
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 RUNS = Path("benchmarks/results/calibration-judges-gsm8k/runs.jsonl")
 
@@ -51,27 +54,35 @@ def drafts(runs: Path, limit: int) -> list[dict[str, Any]]:
     return found[:limit]
 
 
+def openai_messages(messages: Sequence[BaseMessage]) -> list[ChatCompletionMessageParam]:
+    """LangChain's messages as the ``openai`` client's: ``convert_to_openai_messages`` gives plain
+    dicts of OpenAI's chat format, which the client types as its message TypedDicts."""
+    return cast("list[ChatCompletionMessageParam]", convert_to_openai_messages(messages))
+
+
 def judge_once(client: OpenAI, ctx: Context, case: dict[str, Any], prompt_set: str
                ) -> dict[str, Any]:
     user = prompts.render_problem(case["prompt"], case["question"], prompt_set)
     prefix = prompts.draft_messages(user, case["kept"], case["draft"], ctx.thinking_opener,
                                     ctx.step_delimiter)
     client.chat.completions.create(  # the prefix into the cache, as the run's earlier calls put it
-        model=ctx.base_model, messages=convert_to_openai_messages(prefix), max_tokens=1,
+        model=ctx.base_model, messages=openai_messages(prefix), max_tokens=1,
         temperature=0.0, extra_body={"continue_final_message": True,
                                      "add_generation_prompt": False})
     messages = prompts.judge_messages(user, case["kept"], case["draft"], ctx.thinking_opener,
                                       ctx.step_delimiter, prompt_set=prompt_set)
     started = time.perf_counter()
     reply = client.chat.completions.create(
-        model=ctx.base_model, messages=convert_to_openai_messages(messages), max_tokens=1,
+        model=ctx.base_model, messages=openai_messages(messages), max_tokens=1,
         temperature=0.0, logprobs=True, top_logprobs=ctx.judge_top_logprobs,
         extra_body={"continue_final_message": True, "add_generation_prompt": False})
     ms = (time.perf_counter() - started) * 1000
     usage = reply.usage
+    assert usage is not None, "the server reports a request's usage"
     details = getattr(usage, "prompt_tokens_details", None)
     cached = getattr(details, "cached_tokens", None) or 0
-    token = reply.choices[0].logprobs.content[0].token if reply.choices[0].logprobs else None
+    logprobs = reply.choices[0].logprobs
+    token = logprobs.content[0].token if logprobs and logprobs.content is not None else None
     return {"set": prompt_set or "ours", "id": case["id"], "prompt_tokens": usage.prompt_tokens,
             "prefilled": usage.prompt_tokens - cached, "ms": ms, "token": token,
             "score": rules.greedy_score(token)}

@@ -5,11 +5,11 @@
 
 Each variant is the plain CPU base server (servers/cpu-plain.toml: Qwen2.5-Coder-1.5B, float32) with
 one ``--speculative-config`` added: ``draft:K`` is vLLM's draft-model method with the 0.5B proposing
-K tokens per step (what the CPU default, servers/cpu.toml, runs with K = 3), ``ngram:K`` vLLM's prompt-lookup method
-(no draft model), ``plain`` none. Variants run **one after the other on one scratch port**, each
-started, measured and stopped before the next (two 1.5B servers do not fit in 24 GiB beside
-anything else), so the list starts and ends with ``plain``: the two plain runs bound the machine's
-drift over the benchmark, and every ratio is taken against their mean.
+K tokens per step (what the CPU default, servers/cpu.toml, runs with K = 3), ``ngram:K`` vLLM's
+prompt-lookup method (no draft model), ``plain`` none. Variants run **one after the other on one
+scratch port**, each started, measured and stopped before the next (two 1.5B servers do not fit in
+24 GiB beside anything else), so the list starts and ends with ``plain``: the two plain runs bound
+the machine's drift over the benchmark, and every ratio is taken against their mean.
 
 Per variant and temperature: the same GSM8K questions (``--offset``, default 1100: a slice neither
 the evaluation, 0-39, nor calibration, 1000-1019, touches), one streamed chat request at a time,
@@ -103,7 +103,8 @@ class MemoryWatch:
     """Samples the server's group PSS and the machine's MemAvailable every ``interval`` s."""
 
     def __init__(self, spec: ServerSpec | None = None, interval: float = 0.5):
-        self.interval, self.spec, self.leader = interval, spec, None
+        self.interval, self.spec = interval, spec
+        self.leader: int | None = None  # the server's pid, once known
         self.samples: list[tuple[float, float, float]] = []  # (time, pss GB, available GiB)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -1,7 +1,7 @@
 """Many SpecReason runs at once inside the real LangGraph server: ``langgraph dev`` (the in-memory
 runtime Studio talks to) driven by the real ``langgraph-sdk`` async client, against the stand-in
-server of ``overhead.py`` answering every model call after ``--latency`` seconds (a GPU server's pace,
-no model on this CPU).
+server of ``overhead.py`` (``stand_in.py``) answering every model call after ``--latency`` seconds
+(a GPU server's pace, no model on this CPU).
 
     .venv/bin/python benchmarks/studio_load.py [--runs 32] [--steps 8] [--latency 0.2]
 
@@ -28,13 +28,16 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from benchmarks import overhead
+from benchmarks import overhead, stand_in
+
+if TYPE_CHECKING:
+    from langgraph_sdk.schema import ThreadState
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "studio"
@@ -109,18 +112,28 @@ async def many_runs(server: str, stub_url: str, *, runs: int, steps: int) -> dic
     states = await asyncio.gather(*(client.threads.get_state(t["thread_id"]) for t in threads))
     return {"seconds": seconds,
             "statuses": [r["status"] for r in finished],
-            "steps": [len((s.get("values") or {}).get("steps") or []) for s in states]}
+            "steps": [_steps_kept(s) for s in states]}
+
+
+def _steps_kept(state: ThreadState) -> int:
+    """The steps a run's thread holds. The SDK types ``values`` as a dict or a list (a graph whose
+    state is a list); SpecReason's state is a dict."""
+    values = state.get("values") or {}
+    assert isinstance(values, dict), f"SpecReason's state is a dict, not {type(values).__name__}"
+    return len(values.get("steps") or [])
 
 
 def measure(*, runs: int, steps: int, latency: float, jobs: int | None = None,
-            log: Path | None = None) -> dict[str, Any]:
-    """One measurement: the stand-in, ``langgraph dev``, ``runs`` runs at once."""
+            log: Path | None = None, server: str | None = None) -> dict[str, Any]:
+    """One measurement: the stand-in, ``langgraph dev``, ``runs`` runs at once. ``server``: a
+    ``langgraph dev`` already running ``jobs`` runs at once and writing ``log`` (the tests share
+    one); else one is started for the measurement."""
     jobs = jobs or runs
-    with tempfile.TemporaryDirectory() as tmp, overhead.Stub(latency) as stub:
+    with tempfile.TemporaryDirectory() as tmp, stand_in.Stub(latency) as stub, ExitStack() as stack:
         log = log or Path(tmp) / "langgraph-dev.log"
-        with langgraph_dev(jobs, log) as server:
-            asyncio.run(many_runs(server, stub.url, runs=min(2, runs), steps=steps))  # warm-up
-            found = asyncio.run(many_runs(server, stub.url, runs=runs, steps=steps))
+        server = server or stack.enter_context(langgraph_dev(jobs, log))
+        asyncio.run(many_runs(server, stub.url, runs=min(2, runs), steps=steps))  # warm-up
+        found = asyncio.run(many_runs(server, stub.url, runs=runs, steps=steps))
         blocking = [line for line in log.read_text(errors="replace").splitlines()
                     if any(marker in line for marker in BLOCKING)]
     ideal = steps * 2 * latency * -(-runs // jobs)

@@ -12,6 +12,8 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from specreason_graph.context import origin
+
 # --- reading the counters -------------------------------------------------------------------------
 
 PREFIX_COUNTERS = ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total")
@@ -23,9 +25,8 @@ def scrape(base_url: str, names: Sequence[str] = PREFIX_COUNTERS,
     """Counters from a vLLM server's Prometheus ``/metrics`` (summed over labels); None if the
     server does not answer or is not a vLLM server. A name the server does not publish reads 0,
     or is left out with ``present_only``."""
-    origin = base_url.rstrip("/").removesuffix("/v1")
     try:
-        with urllib.request.urlopen(f"{origin}/metrics", timeout=timeout) as response:
+        with urllib.request.urlopen(f"{origin(base_url)}/metrics", timeout=timeout) as response:
             text = response.read().decode("utf-8", "replace")
     except (OSError, ValueError):
         return None

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from specreason_graph.context import Context
+from specreason_graph.context import Context, declared_default
 from specreason_graph.evaluation import grading, records, stats
 from specreason_graph.evaluation.datasets import Problem
 from specreason_graph.evaluation.metrics import LoadWatch, delta, scrape, spec_decode
@@ -138,17 +138,23 @@ def _settings(problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context,
             "samples": samples, "modes": {m.name: m.settings(ctx) for m in modes}}
 
 
-LATER_SETTINGS: dict[str, Any] = {"prompt_set": ""}
-"""Context fields added after results folders were made, with the value that behaves as before they
-existed: a folder whose settings lack one resumes when the run has that value."""
-
-
 def _same_context(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """The run's shared settings are the folder's. A setting the folder never recorded (a Context
+    field added after it was made) counts as that field's declared default, the value that behaves
+    as before the field existed: the folder resumes when the run has that value, whatever field it
+    is. A setting the folder recorded and the run no longer has (a field removed) refuses."""
     if old is None:
         return False
-    added = {k for k, v in new.items()
-             if k not in old and k in LATER_SETTINGS and LATER_SETTINGS[k] == v}
-    return {k: v for k, v in new.items() if k not in added} == old
+    unrecorded = {k: v for k, v in new.items() if k not in old}
+    return all(_is_default(k, v) for k, v in unrecorded.items()) \
+        and {k: v for k, v in new.items() if k in old} == old
+
+
+def _is_default(name: str, value: Any) -> bool:
+    try:
+        return bool(declared_default(name) == value)
+    except KeyError:  # no declared default: nothing says how the folder's runs behaved
+        return False
 
 
 def _check_resumable(meta: dict[str, Any], settings: dict[str, Any], out: Path) -> None:

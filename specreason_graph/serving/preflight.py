@@ -26,7 +26,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, convert_to_openai_messages
 
-from specreason_graph.context import Context
+from specreason_graph.context import Context, origin
 
 THINK_OPEN = "<think>"
 
@@ -63,7 +63,7 @@ class Endpoint:
 
     @property
     def origin(self) -> str:
-        return self.url.rstrip("/").removesuffix("/v1")
+        return origin(self.url)
 
 
 class DoesNotFit(EndpointError):
@@ -102,24 +102,24 @@ def check_endpoint(role: str, url: str, model: str, api_key: str | None = None) 
         raise EndpointError(f"the {role} server at {url} serves {served_names}, not {model!r}: "
                             f"pass --{role}-model")
     max_len = served[model].get("max_model_len")
-    origin = url.rstrip("/").removesuffix("/v1")
+    root = origin(url)
     try:
-        tokens = _request(f"{origin}/tokenize", api_key,
+        tokens = _request(f"{root}/tokenize", api_key,
                           {"model": model, "prompt": PROBE, "add_special_tokens": False})["tokens"]
     except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
         tokens = None
-    opening = _generation_prompt(origin, model, api_key) if tokens is not None else None
+    opening = _generation_prompt(root, model, api_key) if tokens is not None else None
     return Endpoint(role, url, model, max_len if isinstance(max_len, int) else None, tokens,
                     opening, api_key)
 
 
-def _generation_prompt(origin: str, model: str, api_key: str | None) -> str | None:
+def _generation_prompt(root: str, model: str, api_key: str | None) -> str | None:
     """The text the served chat template appends to a user turn to open the assistant's (vLLM's
     ``/tokenize`` with and without ``add_generation_prompt``, the difference through
     ``/detokenize``); None when the server cannot say."""
     turn = [{"role": "user", "content": "What is 1 + 1?"}]
     try:
-        bare, opened = (_request(f"{origin}/tokenize", api_key, {
+        bare, opened = (_request(f"{root}/tokenize", api_key, {
             "model": model, "messages": turn, "add_generation_prompt": flag})["tokens"]
             for flag in (False, True))
         if not isinstance(bare, list) or not isinstance(opened, list) \
@@ -128,7 +128,7 @@ def _generation_prompt(origin: str, model: str, api_key: str | None) -> str | No
         added = opened[len(bare):]
         if not added:
             return ""
-        text = _request(f"{origin}/detokenize", api_key, {"model": model, "tokens": added})["prompt"]
+        text = _request(f"{root}/detokenize", api_key, {"model": model, "tokens": added})["prompt"]
         return text if isinstance(text, str) else None
     except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
         return None
@@ -148,11 +148,6 @@ class Pair:
         small model's when the base server cannot say; None when neither can)."""
         return self.base.thinking_opener if self.base.thinking_opener is not None \
             else self.small.thinking_opener
-
-
-def check_pair(ctx: Context) -> list[str]:
-    """Check both endpoints (raises EndpointError) and return warnings worth showing the user."""
-    return check(ctx).warnings
 
 
 def check(ctx: Context) -> Pair:
@@ -231,8 +226,7 @@ _speculation_checked: dict[tuple[str, float, float], float | None] = {}
 def spec_counters(url: str, api_key: str | None = None) -> dict[str, float] | None:
     """The base server's speculative-decoding counters from ``/metrics``; None when it does not
     speculate (vLLM publishes them only with a ``--speculative-config``) or cannot be read."""
-    origin = url.rstrip("/").removesuffix("/v1")
-    request = urllib.request.Request(f"{origin}/metrics")
+    request = urllib.request.Request(f"{origin(url)}/metrics")
     if api_key:
         request.add_header("Authorization", f"Bearer {api_key}")
     try:

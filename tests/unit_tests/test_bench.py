@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from specreason_graph import Context, build_graph, cli
-from specreason_graph.evaluation import datasets, metrics, stats
+from specreason_graph.context import declared_default
+from specreason_graph.evaluation import datasets, metrics, runner, stats
 from specreason_graph.evaluation.metrics import scrape
 from specreason_graph.evaluation.modes import ALL_STEPS_BY_BASE, Mode, parse_mode
 from specreason_graph.evaluation.records import META_FILE, RUNS_FILE, load_records
@@ -29,19 +30,13 @@ from specreason_graph.trace import summarize
 from tests.fakes import ScriptedModel, score, step
 
 
-@pytest.fixture(autouse=True)
-def _no_specreason_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("SPECREASON_"):
-            monkeypatch.delenv(name)
-
-
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 URL = f"http://127.0.0.1:{closed_port()}/v1"
 """Nothing listens here: scrape() gets a refused connection and returns None at once."""
 
@@ -329,11 +324,11 @@ def test_run_bench_records_every_mode_problem_and_sample(tmp_path):
     base_only, small_only, spec, strict = (by_mode[m] for m in (
         "base-steps", "small-steps", "specreason", "specreason t=10"))
     assert (base_only["writer"], base_only["forced"], base_only["draft"]) == ("base", True, None)
-    assert (base_only["accepted"], base_only["judge_token"], base_only["score"]) == (None, None, None)
+    assert (base_only["accepted"], base_only["judges"], base_only["score"]) == (None, {}, None)
     assert (small_only["writer"], small_only["draft"], small_only["accepted"]) == (
         "small", SMALL_TEXT, None)
-    assert small_only["judge_token"] is None and small_only["judge_prompt_tokens"] == 0
-    assert (spec["writer"], spec["accepted"], spec["score"], spec["judge_token"]) == (
+    assert small_only["judges"] == {} and small_only["judge_prompt_tokens"] == 0
+    assert (spec["writer"], spec["accepted"], spec["score"], spec["judges"]["score"]["reads"]["token"]) == (
         "small", True, 9.0, "9")
     assert (strict["writer"], strict["accepted"], strict["draft"], strict["text"]) == (
         "base", False, SMALL_TEXT, BASE_TEXT)
@@ -557,22 +552,46 @@ def test_stop_set_before_the_start_runs_nothing(tmp_path):
     assert (tmp_path / RUNS_FILE).read_text() == ""
 
 
-def test_a_folder_from_before_a_setting_existed_resumes_at_its_neutral_value(tmp_path):
-    """prompt_set came after results folders were made: one whose settings lack it resumes with
-    the value that behaves as before (ours), and is refused with another."""
+@pytest.mark.parametrize(("name", "other"), [
+    ("prompt_set", "paper"), ("seed", 1), ("token_budget", 1000), ("thinking_opener", "<think>\n")])
+def test_a_folder_from_before_a_setting_existed_resumes_at_its_default(tmp_path, name, other):
+    """A Context field added after a results folder was made: the folder's settings lack it, and it
+    counts as the field's declared default (the value that behaves as before the field existed),
+    whichever field it is: the folder resumes at that value, and is refused at another."""
+    assert getattr(ctx(), name) == declared_default(name) != other
     run_bench(Pair().graph, [P0], modes("base"), ctx(), tmp_path)
     saved = meta(tmp_path)
-    del saved["settings"]["context"]["prompt_set"]
+    del saved["settings"]["context"][name]
     (tmp_path / "meta.json").write_text(json.dumps(saved))
     pair = Pair()
     run_bench(pair.graph, [P0, P1], modes("base"), ctx(), tmp_path)
     assert pair.calls() == (0, 1, 0)  # base-only of P1 only
     saved = meta(tmp_path)
-    assert saved["settings"]["context"]["prompt_set"] == ""
-    del saved["settings"]["context"]["prompt_set"]
+    assert saved["settings"]["context"][name] == declared_default(name)
+    del saved["settings"]["context"][name]
     (tmp_path / "meta.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match="other settings \\(context\\)"):
-        run_bench(Pair().graph, [P0, P1], modes("base"), ctx(prompt_set="paper"), tmp_path)
+        run_bench(Pair().graph, [P0, P1], modes("base"), ctx(**{name: other}), tmp_path)
+
+
+def test_a_folder_recording_a_setting_the_context_no_longer_has_is_refused(tmp_path):
+    run_bench(Pair().graph, [P0], modes("base"), ctx(), tmp_path)
+    saved = meta(tmp_path)
+    saved["settings"]["context"]["removed_field"] = 1
+    (tmp_path / "meta.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="other settings \\(context\\)"):
+        run_bench(Pair().graph, [P0, P1], modes("base"), ctx(), tmp_path)
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent.name for p in RESULTS.glob("*/meta.json")))
+def test_every_committed_results_folder_still_resumes(folder):
+    """Each folder under benchmarks/results resumes with the settings it recorded: every recorded
+    value is still a valid setting, and the fields added since are at their defaults (the resume
+    check is a pure function: no server, no run)."""
+    saved = json.loads((RESULTS / folder / META_FILE).read_text())["settings"]
+    settings = runner._settings([], [], Context(**saved["context"]), saved["samples"])
+    runner._check_resumable({"settings": saved}, {**settings, "dataset": saved["dataset"]},
+                            RESULTS / folder)
 
 
 @pytest.mark.parametrize(("change", "detail"), [
@@ -930,31 +949,6 @@ def test_a_locked_results_folder_is_refused_and_left_untouched(tmp_path):
         assert not (out / RUNS_FILE).exists() and not (out / META_FILE).exists()
     run_bench(Pair().graph, [P0], modes("small"), ctx(), out)  # released: the next one writes
     assert len(lines(out)) == 1
-
-
-def test_the_lock_is_held_by_another_process_too(capsys, tmp_path):
-    """flock is per open file, so a second process is refused, and `specreason bench` says so
-    before it looks for servers."""
-    import subprocess
-    import sys
-    out = tmp_path / "out"
-    out.mkdir()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\n"
-         "from specreason_graph.evaluation.records import locked\n"
-         f"with locked({str(out)!r}):\n    print('held', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        code, _, err = run_cli(capsys, "bench", "--dataset", "gsm8k", "--limit", "1", "--modes",
-                               "small", "--out", str(out), *NO_SERVER)
-        assert code == 2 and f"{out} is being written by pid {holder.pid}" in err.replace("\n", "")
-    finally:
-        holder.kill()
-        holder.wait()
-    from specreason_graph.evaluation.records import locked
-    with locked(out):  # the kernel released it with the process
-        pass
 
 
 # --- SpecDecode: the base server speculates ---------------------------------------------------------

@@ -182,46 +182,6 @@ def test_the_thinking_opener_comes_from_the_chat_template_unless_set(capsys, mon
     assert ("opens a think block" in err) == (think and flag is None and env is None)
 
 
-def test_sigterm_stops_a_bench_as_ctrl_c_does_and_the_segment_is_closed(tmp_path):
-    """``kill`` on a nohup'd bench: exit 130, the finished runs kept, the segment has an end."""
-    import json
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from specreason_graph.evaluation.records import META_FILE, RUNS_FILE
-    from tests.vllm_stub import VLLMStub
-
-    out = tmp_path / "bench"
-    with VLLMStub(delay=0.3) as stub:
-        argv = [sys.executable, "-m", "specreason_graph.cli", "bench", "--dataset", "gsm8k",
-                "--limit", "20", "--modes", "base", "--out", str(out), "--no-serve",
-                "--base-url", stub.url, "--small-url", stub.url,
-                "--base-model", stub.model, "--small-model", stub.model]
-        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 cwd=os.getcwd())
-        try:
-            deadline = time.monotonic() + 60
-            while not ((out / RUNS_FILE).exists() and (out / RUNS_FILE).read_text().strip()):
-                assert child.poll() is None, child.communicate()[1][-2000:]
-                assert time.monotonic() < deadline, "no run finished in 60 s"
-                time.sleep(0.1)
-            child.send_signal(signal.SIGTERM)
-            _, err = child.communicate(timeout=60)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-    assert child.returncode == 130, err[-2000:]
-    assert "Interrupted: finished runs are in" in err
-    kept = (out / RUNS_FILE).read_text().splitlines()
-    assert 1 <= len(kept) < 20
-    segment = json.loads((out / META_FILE).read_text())["segments"][-1]
-    assert segment["interrupted"] is True and segment["ended"]
-    assert segment["completed"] == len(kept)
-
-
 def test_a_bench_with_nothing_left_starts_no_server_and_opens_no_segment(tmp_path, monkeypatch):
     """Resuming a finished request (make benchmarks-specdecode's earlier blocks) costs nothing: no
     servers started (minutes on the CPU), no empty segment in meta.json, the report as before."""
@@ -237,7 +197,7 @@ def test_a_bench_with_nothing_left_starts_no_server_and_opens_no_segment(tmp_pat
                 "--base-model", stub.model, "--small-model", stub.model]
         assert cli.main(argv) == 0
     segments = json.loads((out / META_FILE).read_text())["segments"]
-    monkeypatch.setattr(cli, "_servers_for", lambda *a, **k: pytest.fail("servers started"))
+    monkeypatch.setattr(cli.bench, "servers_for", lambda *a, **k: pytest.fail("servers started"))
     assert cli.main(argv) == 0  # the stub is gone: nothing may be asked of it
     assert json.loads((out / META_FILE).read_text())["segments"] == segments
 
@@ -271,7 +231,7 @@ def test_ask_with_another_server_config_talks_to_its_servers(monkeypatch):
     monkeypatch.setattr(preflight, "check_speculation", lambda ctx: None)
     args = cli.parser().parse_args(["ask", "q", "--servers", "cpu-plain"])
     with ExitStack() as stack:
-        ctx = cli._servers_for(args, cli.context_from_args(args), stack)
+        ctx = cli.common.servers_for(args, cli.context_from_args(args), stack)
     assert ctx.base_url == checked[0] == "http://127.0.0.1:8101/v1"
     assert ctx.small_url == "http://127.0.0.1:8102/v1"
     default = cli.context_from_args(cli.parser().parse_args(["ask", "q"]))
@@ -289,11 +249,11 @@ def test_bench_measures_the_plain_rows_on_the_plain_pair(monkeypatch):
     args = cli.parser().parse_args(["bench", "--modes", "base", "specdecode"])
     ctx = cli.context_from_args(args)
     assert (ctx.base_url, ctx.small_url) == ("http://127.0.0.1:8101/v1", "http://127.0.0.1:8102/v1")
-    speculating = cli.load_config(args.specdecode_servers).role("base").url
+    speculating = cli.common.load_config(args.specdecode_servers).role("base").url
     assert speculating == "http://127.0.0.1:8103/v1"
     base, sd = (parse_mode(m, specdecode_url=speculating) for m in args.modes)
-    assert cli._one_base_server(args, [base], ctx) is None
-    assert cli._one_base_server(args, [sd], ctx) == speculating
+    assert cli.bench.one_base_server(args, [base], ctx) is None
+    assert cli.bench.one_base_server(args, [sd], ctx) == speculating
     monkeypatch.setenv("SPECREASON_BASE_URL", "http://elsewhere:9/v1")
     assert cli.context_from_args(args).base_url == "http://elsewhere:9/v1"
     assert cli.context_from_args(args).small_url == "http://127.0.0.1:8102/v1"  # the default's

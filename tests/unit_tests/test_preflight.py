@@ -33,27 +33,27 @@ def ctx(base_url, small_url, **settings):
 def test_a_vllm_pair_of_one_family_has_no_warnings(servers):
     base = servers("b", tokens=[1, 2, 3])
     small = servers("s", tokens=[1, 2, 3])
-    assert preflight.check_pair(ctx(base, small)) == []
+    assert preflight.check(ctx(base, small)).warnings == []
 
 
 def test_different_tokenizer_families_warn(servers):
     base = servers("b", tokens=[1, 2, 3])
     small = servers("s", tokens=[9, 9])
-    [warning] = preflight.check_pair(ctx(base, small))
+    [warning] = preflight.check(ctx(base, small)).warnings
     assert "tokenize text differently" in warning and "b and s" in warning
 
 
 def test_a_context_smaller_than_the_budget_warns(servers):
     base = servers("b", max_model_len=4096, tokens=[1])
     small = servers("s", max_model_len=32768, tokens=[1])
-    [warning] = preflight.check_pair(ctx(base, small, token_budget=8192))
+    [warning] = preflight.check(ctx(base, small, token_budget=8192)).warnings
     assert "base model's context (4096 tokens)" in warning and "context_full" in warning
 
 
 def test_a_server_without_tokenize_is_probably_not_vllm(servers):
     base = servers("b", max_model_len=None, tokenize=False)
     small = servers("s", tokens=[1])
-    [warning] = preflight.check_pair(ctx(base, small))
+    [warning] = preflight.check(ctx(base, small)).warnings
     assert f"base server at {base} has no vLLM /tokenize" in warning
 
 
@@ -61,14 +61,14 @@ def test_wrong_model_name_is_an_error_listing_what_is_served(servers):
     base = servers("other", max_model_len=None, tokens=[1])
     small = servers("s", max_model_len=None, tokens=[1])
     with pytest.raises(preflight.EndpointError, match=r"serves \['other'\], not 'b': pass --base-model"):
-        preflight.check_pair(ctx(base, small))
+        preflight.check(ctx(base, small))
 
 
 def test_an_endpoint_that_is_not_openai_compatible_is_an_error(servers):
     base = servers(None, tokenize=False, status=404)
     small = servers("s", max_model_len=None, tokens=[1])
     with pytest.raises(preflight.EndpointError, match="answered 404 to /models"):
-        preflight.check_pair(ctx(base, small))
+        preflight.check(ctx(base, small))
 
 
 # --- the thinking opener, from the served chat template ------------------------------------------
