@@ -7,7 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 QUESTION ?= --dataset gsm8k --id 0
 
-.PHONY: install servers demo test unit unit-latest-openai lint serve stop clean benchmarks benchmarks-specdecode
+.PHONY: install servers demo test unit serverenv integration system postgres postgres-stop \
+  unit-latest-openai lint serve stop clean benchmarks benchmarks-specdecode
 
 install: $(VENV)/.installed servers
 
@@ -25,27 +26,60 @@ servers:
 demo: install
 	$(BIN)/specreason ask $(QUESTION)
 
-# Unit tests (scripted models) and integration tests (real servers, started if not running).
-test: install
+# Every tier in one process (the vLLM servers start once, each configuration once; started if not
+# running, stopped at the end): what CI runs after `make lint`. README.md, "Tests", gives each tier's cost.
+test: install postgres
 	$(BIN)/python -m pytest
 
+# The tiers one at a time. unit: scripted models, no process, no server (seconds; no server
+# environment needed). serverenv: the plugin and vLLM's parser in the server environment.
+# integration: the real vLLM servers. system: langgraph dev, PostgreSQL, the CLI and launcher as processes.
 unit: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/unit_tests
 
-# The unit tests again with the newest openai release pyproject.toml allows (everything else pinned):
-# a release that changes the client's errors or types shows here before it reaches a user.
+serverenv: install
+	$(BIN)/python -m pytest tests/serverenv_tests
+
+integration: install
+	$(BIN)/python -m pytest tests/integration_tests
+
+system: install postgres
+	$(BIN)/python -m pytest tests/system_tests
+
+# The PostgreSQL server of the system tests: installs Debian's postgresql if missing (root), starts a
+# loopback-only throwaway cluster on 127.0.0.1:8132 unless it answers (tests/postgres.sh).
+postgres:
+	bash tests/postgres.sh start
+
+postgres-stop:
+	bash tests/postgres.sh stop
+
+# The unit tests that go through the openai client, again with the newest openai release
+# pyproject.toml allows (everything else pinned): a release that changes the client's errors or types
+# shows here before it reaches a user. The environment is kept; each run only upgrades openai.
 LATEST := .venv-latest-openai
-unit-latest-openai:
+OPENAI_TESTS := $(addprefix tests/unit_tests/test_,models.py async.py preflight.py graph.py judges.py \
+  durable.py cli.py bench.py prompt_sets_bench.py)
+$(LATEST)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(LATEST)
 	grep -v '^openai==' constraints.txt > $(LATEST)/constraints.txt
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST)/bin/python -m pip install --quiet -c $(LATEST)/constraints.txt -e ".[dev]"
-	$(LATEST)/bin/python -m pytest tests/unit_tests
+	touch $@
 
+unit-latest-openai: $(LATEST)/.installed
+	$(LATEST)/bin/python -m pip install --quiet -c $(LATEST)/constraints.txt --upgrade "openai[aiohttp]"
+	$(LATEST)/bin/python -m pytest -p no:cacheprovider $(OPENAI_TESTS)
+
+# What CI checks before any test: ruff over every Python file, mypy over the package, graphs/ and benchmarks/,
+# the import layers (pyproject.toml), and that langgraph.json loads.
 lint: $(VENV)/.installed
-	$(BIN)/ruff check specreason_graph graphs tests
-	$(BIN)/mypy specreason_graph
-	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check .
+	$(BIN)/mypy specreason_graph graphs
+	$(BIN)/mypy --explicit-package-bases benchmarks
+	$(BIN)/lint-imports --no-cache --no-logo
+	@out=$$(LANGGRAPH_CLI_NO_ANALYTICS=1 $(BIN)/langgraph validate 2>&1); echo "$$out"; \
+	  case "$$out" in *"is valid"*) ;; *) exit 1;; esac; case "$$out" in *arning*) exit 1;; esac
 
 # BENCHMARKS.md's headline figures (hours on 2 cores; finished runs are kept: after a Ctrl-C the
 # same command resumes). 1. calibrate: every judge on every draft of GSM8K 1000-1019, steps labelled
@@ -111,4 +145,4 @@ stop:
 	$(BIN)/specreason serve stop
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """The distribution vLLM samples a token from, written out independently of vLLM's code: for the
 checks that speculative sampling is lossless (the CPU rejection sampler in
-tests/unit_tests/test_vllm_cpu_fixes.py, a running speculating server in
+tests/serverenv_tests/test_vllm_cpu_fixes.py, a running speculating server in
 tests/integration_tests/test_specdecode_real.py)."""
 
 from __future__ import annotations

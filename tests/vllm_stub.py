@@ -122,7 +122,9 @@ class VLLMStub:
         return [body for path, body in self.requests if path == "/v1/chat/completions"]
 
     def __enter__(self) -> VLLMStub:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        # a short poll: shutdown() returns within it (the default 0.5 s, per test, adds up)
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                         daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:

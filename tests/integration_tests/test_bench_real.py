@@ -25,8 +25,6 @@ from specreason_graph.evaluation.records import key as run_key
 from specreason_graph.evaluation.runner import run_bench
 from tests.integration_tests.faultproxy import FaultProxy, Rule
 
-pytestmark = pytest.mark.integration
-
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MODES = ("base", "small")
 MODE_NAMES = {"base-only", "small-only"}
@@ -86,6 +84,7 @@ def test_bench_cli_interrupted_then_resumed(local_servers, slow_base, tmp_path):
     argv = [sys.executable, "-m", "specreason_graph.cli", "bench", "--dataset", "gsm8k",
             "--limit", "2", "--modes", *MODES, "--concurrency", "2",
             "--token-budget", str(BUDGET), "--max-step-tokens", str(STEP),
+            "--temperature", "0",  # greedy: no speculation probe (it would wait in the proxy too)
             "--out", str(out), "--no-serve",
             "--base-url", slow_base.url, "--base-model", base.served_model_name,
             "--small-url", small.url, "--small-model", small.served_model_name]

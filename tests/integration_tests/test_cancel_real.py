@@ -13,8 +13,6 @@ import pytest
 from specreason_graph import compile_graph
 from tests.integration_tests.conftest import metric
 
-pytestmark = pytest.mark.integration
-
 RUNNING = "vllm:num_requests_running"
 LONG = "Write out, one by one with a sentence each, the numbers from 1 to 300."
 

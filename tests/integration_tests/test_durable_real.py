@@ -8,14 +8,11 @@ import sqlite3
 import subprocess
 import sys
 
-import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from specreason_graph import build_graph
 from specreason_graph.evaluation import datasets
 from tests.processes import events_then_kill
-
-pytestmark = pytest.mark.integration
 
 WORKER = """
 import json, sqlite3, sys
@@ -34,7 +31,7 @@ with sqlite3.connect(db, check_same_thread=False) as conn:
 
 
 def test_killed_run_resumes_without_losing_a_step(local_servers, tmp_path):
-    settings = {"seed": 0, "threshold": 0, "token_budget": 260, "max_step_tokens": 48}
+    settings = {"seed": 0, "threshold": 0, "token_budget": 160, "max_step_tokens": 48}
     db = tmp_path / "runs.sqlite"
     problem = datasets.get("gsm8k", "0").question
     worker = subprocess.Popen([sys.executable, "-c", WORKER, str(db), problem, json.dumps(settings)],

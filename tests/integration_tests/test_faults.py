@@ -30,9 +30,8 @@ from specreason_graph.context import PAPER_JUDGE, Context
 from specreason_graph.evaluation import datasets
 from specreason_graph.models import ModelCallError, transient
 from specreason_graph.serving import preflight
+from specreason_graph.trace import judge_reads
 from tests.integration_tests.faultproxy import FaultProxy, Rule, fail
-
-pytestmark = pytest.mark.integration
 
 PROBLEM = datasets.get("gsm8k", "0").question  # Janet's ducks: several steps before an answer
 SHORT = {"seed": 0, "token_budget": 40, "max_step_tokens": 16}
@@ -107,7 +106,7 @@ def assert_nothing_lost(graph, config, final, events):
     assert final["stop_reason"] is not None and not saved.next
     steps, trace = final["steps"], final["trace"]
     assert saved.values["steps"] == steps
-    # (judge_alternatives are tuples in a live run and lists once read back from a checkpoint)
+    # (a judge's alternatives are tuples in a live run and lists once read back from a checkpoint)
     assert plain(saved.values["trace"]) == plain(trace)
     assert steps, "no step was kept"
     assert [e["text"] for e in events] == steps, "a streamed (committed) step is missing"
@@ -205,8 +204,8 @@ def test_dropped_judge_connection_is_retried_and_the_run_completes(local_servers
     assert [issubclass(c, openai.APIConnectionError) for c in retries.causes()] == [True]
     assert retries.seen[0].node == "judge"
     first = final["trace"][0]
-    assert first["judge_error"] is None and isinstance(first["judge_token"], str)
-    assert first["judge_alternatives"], "the retried judge call's real logprobs were recorded"
+    assert first["judge_error"] is None and isinstance(judge_reads(first)["token"], str)
+    assert judge_reads(first)["alternatives"], "the retried judge call's real logprobs were recorded"
 
 
 # --- 4. a garbage judge reply scores 0 and the base model rewrites the step ---------------------
@@ -234,7 +233,7 @@ def test_garbage_judge_reply_scores_zero_and_base_rewrites(local_servers, base_p
     first = final["trace"][0]
     assert first["judge_error"], "the unreadable reply is recorded"
     assert first["score"] == 0.0 and first["accepted"] is False
-    assert first["judge_token"] is None and first["judge_alternatives"] == []
+    assert judge_reads(first).get("token") is None and judge_reads(first).get("alternatives", []) == []
     assert first["writer"] == "base" and first["base_tokens"] > 0 and first["draft"] is not None
     # The garbage was answered once (no retry: it is a reply, not a failure); then the base
     # server regenerated the step through the same proxy, from the same prefix as the draft.
@@ -268,7 +267,7 @@ def test_judge_reply_without_logprobs_greedy_reads_the_text(local_servers, base_
 
     assert_nothing_lost(graph, thread("greedy"), final, events)
     for record in final["trace"]:
-        assert record["judge_token"] == "7" and record["judge_alternatives"] == []
+        assert judge_reads(record)["token"] == "7" and judge_reads(record)["alternatives"] == []
         assert record["score"] == 7.0 and record["accepted"] is True
         assert record["writer"] == "small" and record["judge_error"] is None
     assert base_proxy.entries("step") == []  # nothing was rewritten
@@ -284,12 +283,12 @@ def test_judge_reply_without_logprobs_expected_scores_zero(local_servers, base_p
 
     assert_nothing_lost(graph, thread("expected"), final, events)
     first = final["trace"][0]
-    assert first["judge_token"] == "7" and first["judge_alternatives"] == []
+    assert judge_reads(first)["token"] == "7" and judge_reads(first)["alternatives"] == []
     assert first["score"] == 0.0 and first["accepted"] is False
     assert first["writer"] == "base" and first["base_tokens"] > 0
     assert base_proxy.entries("step")[0].status == 200  # the regeneration
     for record in final["trace"][1:]:  # real judge replies after the first
-        assert record["judge_alternatives"]
+        assert judge_reads(record)["alternatives"]
 
 
 # --- 6. a step call slower than request_timeout ---------------------------------------------------

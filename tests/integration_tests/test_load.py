@@ -6,13 +6,9 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from specreason_graph import compile_graph
 from specreason_graph.runs import run_many
 from tests.integration_tests.conftest import metric
-
-pytestmark = pytest.mark.integration
 
 PROBLEM = "What is 17 times 3?"
 

@@ -10,9 +10,8 @@ import pytest
 
 from specreason_graph import compile_graph, rules
 from specreason_graph.evaluation import datasets
+from specreason_graph.trace import judge_reads
 from tests.integration_tests.conftest import metric
-
-pytestmark = pytest.mark.integration
 
 GSM8K = datasets.get("gsm8k", "1")  # "A robe takes 2 bolts of blue fiber and half that much white..."
 
@@ -38,10 +37,11 @@ def test_gsm8k_question_runs_to_a_stop_with_real_scores(context_of):
     for record in trace:
         assert record["accepted"] is not None, "no forced steps at first_n_base=0"
         # The judge's reply carries real logprobs: the generated token and its alternatives.
-        assert isinstance(record["judge_token"], str)
-        assert 1 <= len(record["judge_alternatives"]) <= ctx.judge_top_logprobs
-        assert record["judge_token"] in [t for t, _ in record["judge_alternatives"]]
-        assert record["score"] == rules.greedy_score(record["judge_token"])
+        reads = judge_reads(record)
+        assert isinstance(reads["token"], str)
+        assert 1 <= len(reads["alternatives"]) <= ctx.judge_top_logprobs
+        assert reads["token"] in [t for t, _ in reads["alternatives"]]
+        assert record["score"] == rules.greedy_score(reads["token"])
         assert record["accepted"] == (record["score"] >= ctx.threshold)
         assert record["writer"] == ("small" if record["accepted"] else "base")
         assert record["judge_prompt_tokens"] > 0 and record["judge_ms"] > 0
@@ -51,10 +51,10 @@ def test_gsm8k_question_runs_to_a_stop_with_real_scores(context_of):
 
 
 def test_expected_score_from_real_logprobs(context_of):
-    ctx = context_of(score_method="expected", token_budget=80, max_step_tokens=48, threshold=8.5)
+    ctx = context_of(score_method="expected", token_budget=64, max_step_tokens=32, threshold=8.5)
     final, _ = run(ctx)
     for record in final["trace"]:
-        assert record["score"] == pytest.approx(rules.expected_score(record["judge_alternatives"]))
+        assert record["score"] == pytest.approx(rules.expected_score(judge_reads(record)["alternatives"]))
         assert 0.0 <= record["score"] <= 9.0
         assert record["accepted"] == (record["score"] >= 8.5)
 
@@ -138,4 +138,4 @@ def test_preflight_finds_the_real_pair_of_one_tokenizer_family(local_servers):
     small = preflight.check_endpoint("small", ctx.small_url, ctx.small_model)
     assert base.max_model_len == small.max_model_len == 10240
     assert base.probe_tokens and base.probe_tokens == small.probe_tokens
-    assert preflight.check_pair(ctx) == []
+    assert preflight.check(ctx).warnings == []

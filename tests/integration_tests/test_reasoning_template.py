@@ -14,9 +14,9 @@ servers/gpu-*.toml are served.
 - at temperature 0 the graph's traces equal a plain loop written from the paper's description
   (below, sharing nothing with the graph but the prompt files) on six problems.
 
-Both plain servers give way to this pair (the two pairs do not fit in memory together); the module
-runs after every other (``swaps_servers(order=1)``) and restarts the plain servers that were up
-before the test session.
+Both servers of the default give way to this pair (the two pairs do not fit in memory together):
+the module is marked ``servers("cpu-reasoning")``, so the session runs it after every test on the
+other configurations.
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ from openai import OpenAI
 from specreason_graph import compile_graph, prompts
 from specreason_graph.context import PAPER_JUDGE
 from specreason_graph.evaluation import datasets
-from specreason_graph.serving import config, launcher, preflight
-from tests.integration_tests.conftest import RUNNING_BEFORE
+from specreason_graph.serving import config, preflight
 from tests.integration_tests.faultproxy import FaultProxy
 
-pytestmark = [pytest.mark.integration, pytest.mark.swaps_servers(order=1)]
+pytestmark = pytest.mark.servers("cpu-reasoning")
 
 OPENER = "<think>\n"
 """What servers/templates/reasoning.jinja opens the assistant turn with."""
@@ -66,19 +65,10 @@ class Runs:
 
 
 @pytest.fixture(scope="module")
-def reasoning(local_servers):
-    """The reasoning pair up in place of the plain one."""
-    pair = config.load_config("cpu-reasoning")
-    for spec in local_servers.servers:
-        launcher.stop_one(spec)
-    try:
-        launcher.start(pair)
-        yield pair
-    finally:
-        launcher.stop(pair)
-        for spec in local_servers.servers:
-            if spec.role in RUNNING_BEFORE:
-                launcher.start_one(spec)
+def reasoning(server_pool):
+    """The reasoning pair up in place of the plain one (the pool brings the others back at the
+    session's end if they were up before it)."""
+    return server_pool.use("cpu-reasoning")
 
 
 @pytest.fixture(scope="module")

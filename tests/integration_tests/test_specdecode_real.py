@@ -3,9 +3,9 @@ drafting inside the 1.5B's vLLM server, the paper's SpecDecode.
 
 The session's servers are the default pair, so the speculating server here is the one the launcher
 started from the config. Its greedy text is checked against the plain base server
-(servers/cpu-plain.toml), which does not fit in memory beside it: this module swaps them, the
-speculating base giving way to the plain one for its answers and coming back (the small server
-stays). It runs after the modules that do not swap (``swaps_servers``, see conftest).
+(servers/cpu-plain.toml), which does not fit in memory beside it: that test is marked
+``servers("cpu-plain")`` and runs in the session's cpu-plain phase, after every test on the default
+(the small server stays up: it is the same one).
 
 - greedy speculative decoding is lossless: the same text as the plain server, token for token;
 - ``/metrics`` shows drafts proposed and accepted;
@@ -17,7 +17,6 @@ stays). It runs after the modules that do not swap (``swaps_servers``, see conft
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -27,10 +26,9 @@ from specreason_graph import compile_graph
 from specreason_graph.context import PAPER_JUDGE
 from specreason_graph.evaluation import datasets
 from specreason_graph.serving import config, launcher, preflight
+from specreason_graph.trace import judge_reads
 from tests.integration_tests.conftest import metric
 from tests.sampling import target_distribution
-
-pytestmark = [pytest.mark.integration, pytest.mark.swaps_servers]
 
 QUESTIONS = [p.question for p in datasets.select("gsm8k", offset=1100, limit=2)]
 """GSM8K 1100-1101: neither the evaluation (0-39) nor calibration (1000-1019) uses them."""
@@ -51,49 +49,52 @@ def drafts(spec: config.ServerSpec) -> tuple[float, float]:
             metric(spec, "vllm:spec_decode_num_accepted_tokens_total"))
 
 
-@pytest.fixture(scope="module")
-def swapped(local_servers):
-    """(the plain base server's greedy answers, the speculating base server's spec): the session's
-    speculating base server gave way to the plain one for its answers, then came back."""
+_greedy: dict[str, list[str]] = {}
+"""The speculating server's greedy answers, kept for the plain server's test in a later phase."""
+
+
+def speculating_greedy(server_pool) -> list[str]:
+    """The speculating base server's greedy answers to QUESTIONS (asked once per session)."""
+    if "answers" not in _greedy:
+        spec = server_pool.use("cpu").role("base")
+        before = drafts(spec)
+        _greedy["answers"] = [ask(spec, q, 0.0) for q in QUESTIONS]
+        after = drafts(spec)
+        _greedy["drafts"] = [after[0] - before[0], after[1] - before[1]]
+    return _greedy["answers"]
+
+
+def test_the_config_makes_a_speculating_server(local_servers):
     spec = local_servers.role("base")
-    plain_pair = config.load_config("cpu-plain")
-    plain = plain_pair.role("base")
-    assert plain_pair.role("small") == local_servers.role("small")
-    launcher.stop_one(spec)
-    try:
-        launcher.start_one(plain)
-        try:
-            answers = [ask(plain, q, 0.0) for q in QUESTIONS]
-        finally:
-            launcher.stop_one(plain)
-    finally:
-        launcher.start_one(spec)
-    return answers, spec
-
-
-def test_the_config_makes_a_speculating_server(swapped):
-    _, spec = swapped
     assert spec.port == 8103 and spec.options["speculative-config"]["method"] == "draft_model"
     assert launcher.healthy(spec)
     assert preflight.spec_counters(spec.url) is not None  # it publishes the counters
-    assert preflight.spec_counters(config.load_config("cpu").role("small").url) is None
+    assert preflight.spec_counters(local_servers.role("small").url) is None
 
 
-def test_greedy_output_equals_the_plain_servers_and_drafts_are_accepted(swapped):
-    answers, spec = swapped
-    before = drafts(spec)
-    same = [ask(spec, q, 0.0) for q in QUESTIONS]
-    after = drafts(spec)
-    assert same == answers, "greedy speculative decoding changed the text"
-    drafted, accepted = after[0] - before[0], after[1] - before[1]
+def test_greedy_drafts_are_accepted(server_pool):
+    assert all(speculating_greedy(server_pool))
+    drafted, accepted = _greedy["drafts"]
     assert drafted > 0 and accepted / drafted > 0.5, (drafted, accepted)
 
 
-def test_sampled_requests_accept_drafts_too(swapped):
+@pytest.mark.servers("cpu-plain")
+def test_greedy_output_equals_the_plain_servers(server_pool, local_servers):
+    """The plain base server (cpu-plain.toml; the small server stays, the same one) writes the
+    speculating server's greedy text token for token. Runs in the cpu-plain phase of the session,
+    after every test on the default servers."""
+    speculated = speculating_greedy(server_pool)
+    plain_pair = server_pool.use("cpu-plain")
+    assert plain_pair.role("small") == config.load_config("cpu").role("small")
+    plain = [ask(plain_pair.role("base"), q, 0.0) for q in QUESTIONS]
+    assert speculated == plain, "greedy speculative decoding changed the text"
+
+
+def test_sampled_requests_accept_drafts_too(local_servers):
     """The paper's temperature: without servers/vllm-cpu-fixes 0-1% of drafts were accepted here
     (and sampled tokens were not from the base model's distribution); with it, about as many as
     greedy."""
-    _, spec = swapped
+    spec = local_servers.role("base")
     before = drafts(spec)
     for q in QUESTIONS:
         ask(spec, q, 0.6)
@@ -102,19 +103,18 @@ def test_sampled_requests_accept_drafts_too(swapped):
     assert drafted > 0 and accepted / drafted > 0.4, (drafted, accepted)
 
 
-def test_specreason_over_the_speculating_server(swapped, local_servers):
+def test_specreason_over_the_speculating_server(local_servers):
     """SpecReason + SpecDecode: the graph's base-model calls (judge, rewrites) go to the
     speculating server; the preflight's sampled probe passes. Threshold 10 rejects every draft, so
     the base model rewrites every step there (a judge call writes one token: nothing to draft)."""
-    _, spec = swapped
-    ctx = dataclasses.replace(local_servers.context(**{**PAPER_JUDGE, "threshold": 10.0}, seed=0,
-                                                    token_budget=64, max_step_tokens=32),
-                              base_url=spec.url)
+    spec = local_servers.role("base")
+    ctx = local_servers.context(**{**PAPER_JUDGE, "threshold": 10.0}, seed=0, token_budget=64,
+                                max_step_tokens=32)
     assert preflight.check_speculation(ctx) is not None
     before = drafts(spec)
     final = compile_graph().invoke({"problem": QUESTIONS[0]}, context=ctx)
     assert final["trace"] and final["stop_reason"]
-    assert all(r["judge_token"] is not None and r["writer"] == "base" for r in final["trace"])
+    assert all(judge_reads(r).get("token") is not None and r["writer"] == "base" for r in final["trace"])
     assert drafts(spec)[0] > before[0]  # the base model's rewrites were decoded speculatively
 
 
@@ -128,7 +128,7 @@ def test_sampled_tokens_follow_the_base_models_distribution(local_servers):
     probability the base model gave the tokens that were drawn must match what drawing from it
     gives on average (the sum over positions of q(x) - sum q^2 is centred on zero; |z| < 4). A
     sampler that dropped the temperature or the nucleus on the rejection path fails one or the
-    other (the kernel-level check of the same is tests/unit_tests/test_vllm_cpu_fixes.py)."""
+    other (the kernel-level check of the same is tests/serverenv_tests/test_vllm_cpu_fixes.py)."""
     spec = local_servers.role("base")
     client = OpenAI(base_url=spec.url, api_key="none", max_retries=0, timeout=900)
     prompt = f"Question: {QUESTIONS[1]}\nAnswer: Let's think step by step."

@@ -4,7 +4,6 @@ and the LangChain tool, all with scripted models (no network)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -24,13 +23,6 @@ from tests.fakes import ScriptedModel, by_kind, score, step
 
 PROBLEM = "What is 1 + 2?"
 
-
-@pytest.fixture(autouse=True)
-def _no_specreason_env(monkeypatch):
-    """A SPECREASON_* variable in the developer's shell must not change these tests."""
-    for name in list(os.environ):
-        if name.startswith("SPECREASON_"):
-            monkeypatch.delenv(name)
 
 
 def small_script(route: str, steps: Sequence[AIMessage] = (), direct: AIMessage | None = None):

@@ -3,8 +3,6 @@ starts, and the judge settings its [graph] table holds (the paper's where it hol
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from specreason_graph import Context, context
@@ -15,12 +13,6 @@ pytestmark = pytest.mark.cpu_defaults
 
 CPU = read_config(config_path("cpu"))  # cpu.toml, its extends = "cpu-plain" resolved
 
-
-@pytest.fixture(autouse=True)
-def _no_specreason_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("SPECREASON_"):
-            monkeypatch.delenv(name)
 
 
 def test_the_endpoints_are_the_launchers():

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 from langchain_core.messages import BaseMessage
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import RetryPolicy
 from pydantic import ValidationError
 
 from specreason_graph import Context, build_graph
-from specreason_graph.models import MalformedReply, ModelCallError
+from specreason_graph.models import MalformedReply, ModelCallError, transient
 from tests.fakes import ScriptedModel, by_kind, score, step
 
 pytestmark = pytest.mark.usefixtures("both_paths")
@@ -21,13 +21,6 @@ PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 PROBLEM = "What is 1 + 2?"
 DRAFT_KEYS = ("stop", "max_tokens", "temperature", "top_p", "seed", "extra_body")
 
-
-@pytest.fixture(autouse=True)
-def _no_specreason_env(monkeypatch):
-    """A SPECREASON_* variable in the developer's shell must not change these tests."""
-    for name in list(os.environ):
-        if name.startswith("SPECREASON_"):
-            monkeypatch.delenv(name)
 
 
 def user_prompt(problem: str = PROBLEM, prompt: str = "math") -> str:
@@ -55,10 +48,14 @@ def judge_requests(model: ScriptedModel) -> list[tuple[list[BaseMessage], dict[s
     return [(m, kw) for m, kw in model.calls if kw.get("max_tokens") == 1]
 
 
+QUICK_RETRY = RetryPolicy(max_attempts=3, initial_interval=0.01, jitter=False, retry_on=transient)
+"""RETRY's attempts without its seconds of backoff."""
+
+
 def run(small_script, base_script, problem: str = PROBLEM, **ctx: Any):
     small = ScriptedModel(script=small_script)
     base = ScriptedModel(script=base_script)
-    graph = build_graph(small=small, base=base).compile()
+    graph = build_graph(small=small, base=base, retry=QUICK_RETRY).compile()
     out = graph.invoke({"problem": problem}, context=Context(**ctx))
     return out, small, base
 
@@ -80,7 +77,7 @@ def test_threshold_routing(judge_token, threshold, accepted):
         threshold=threshold)
     record = out["trace"][0]
     assert record["score"] == float(judge_token)
-    assert record["judge_token"] == judge_token
+    assert record["judges"]["score"]["reads"]["token"] == judge_token
     assert record["accepted"] is accepted
     assert record["draft"] == r"small says \boxed{3}"
     if accepted:
@@ -154,7 +151,7 @@ def test_non_digit_judge_token_scores_zero_and_regenerates(method):
         score_method=method, threshold=1)
     record = out["trace"][0]
     assert record["score"] == 0.0
-    assert record["judge_token"] == "Good"
+    assert record["judges"]["score"]["reads"]["token"] == "Good"
     assert record["accepted"] is False
     assert record["writer"] == "base"
     assert out["answer"] == "4"
@@ -169,7 +166,7 @@ def test_judge_reply_without_logprobs_scores_zero_and_regenerates(method):
         score_method=method, threshold=1)
     record = out["trace"][0]
     assert record["score"] == 0.0
-    assert record["judge_token"] is None
+    assert record["judges"]["score"]["reads"].get("token") is None
     assert record["accepted"] is False
     assert record["writer"] == "base"
     assert out["steps"] == [r"\boxed{4}"]
@@ -724,10 +721,6 @@ def test_a_non_transient_server_error_names_server_node_and_step_and_is_not_retr
 
 
 def test_a_reply_that_is_not_a_completion_is_retried_then_named():
-    from langgraph.types import RetryPolicy
-
-    from specreason_graph.models import ModelCallError, transient
-
     page = ValueError("Unexpected response type: <class 'str'>")  # what a proxy's HTML page gives
     small = ScriptedModel(script=lambda m, kw: page)
     base = ScriptedModel(script=by_kind([], []))
@@ -805,10 +798,6 @@ def test_a_step_reply_without_usage_is_counted_from_its_logprobs_and_the_budget_
 
 
 def test_a_step_reply_without_usage_or_logprobs_fails_loudly():
-    from langgraph.types import RetryPolicy
-
-    from specreason_graph.models import transient
-
     bare = _without_usage(step("a step"), logprobs=False)
     small = ScriptedModel(script=lambda m, kw: bare)
     graph = build_graph(small=small, base=ScriptedModel(script=by_kind([], [])), retry=RetryPolicy(

@@ -4,7 +4,6 @@ what it records, and that a judge that cannot read its signal rejects the draft 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,6 @@ pytestmark = pytest.mark.usefixtures("both_paths")
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 PAPER = {"judge": "score", "threshold": 7.0, "score_method": "greedy"}
 
-
-@pytest.fixture(autouse=True)
-def _no_specreason_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("SPECREASON_"):
-            monkeypatch.delenv(name)
 
 
 def run(small_script, base_script, **ctx: Any):

@@ -3,44 +3,19 @@ client, running SpecReason against the real vLLM servers."""
 
 from __future__ import annotations
 
-import os
-import socket
 import time
-from pathlib import Path
 
 import pytest
 from langgraph_sdk import get_sync_client
 
-from benchmarks import studio_load
-
-pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-PORT = int(os.environ.get("SPECREASON_TEST_STUDIO_PORT", "8123"))
 SMALL_RUN = {"seed": 0, "token_budget": 40, "max_step_tokens": 32}
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-@pytest.fixture(scope="module")
-def studio(local_servers, tmp_path_factory):
-    """``langgraph dev`` on a fixed loopback port, pointed at the local servers by environment."""
-    assert _free(PORT), f"port {PORT} is taken; set SPECREASON_TEST_STUDIO_PORT"
-    ctx = local_servers.context()
-    env = {
-        "SPECREASON_BASE_URL": ctx.base_url, "SPECREASON_BASE_MODEL": ctx.base_model,
-        "SPECREASON_SMALL_URL": ctx.small_url, "SPECREASON_SMALL_MODEL": ctx.small_model,
-    }
-    log = tmp_path_factory.mktemp("studio") / "langgraph-dev.log"
-    with studio_load.langgraph_dev(1, log, env, port=PORT) as url:  # one run at a time: its default
-        yield get_sync_client(url=url)
-    # the server's blocking-call detector was on: the async nodes made no call it refuses
-    blocking = [line for line in log.read_text(errors="replace").splitlines()
-                if any(marker in line for marker in studio_load.BLOCKING)]
-    assert not blocking, blocking[:3]
+@pytest.fixture
+def studio(langgraph_dev):
+    """An SDK client of the session's ``langgraph dev`` (tests/system_tests/conftest.py)."""
+    url, _ = langgraph_dev
+    return get_sync_client(url=url)
 
 
 def stream_run(client, assistant_id: str, problem: str):

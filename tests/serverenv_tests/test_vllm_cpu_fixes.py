@@ -24,21 +24,13 @@ import json
 import math
 import subprocess
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from specreason_graph.serving.config import load_config
 from tests.sampling import target_distribution
+from tests.serverenv_tests.conftest import require_server_environment, vllm_python
 
-
-def vllm_python() -> Path:
-    return Path(load_config("cpu").role("base").python)
-
-
-if not vllm_python().exists():
-    pytest.skip(f"no vLLM server environment at {vllm_python()} (run `bash servers/setup-cpu.sh`)",
-                allow_module_level=True)
+require_server_environment()
 
 PROBE = textwrap.dedent(r'''
     import json, logging, sys, warnings

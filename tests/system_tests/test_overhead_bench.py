@@ -1,22 +1,14 @@
 """benchmarks/overhead.py in its quick mode: it runs the graph and the plain loop against its
-stand-in server and writes a table of the right shape (timings are not asserted: they are the
-machine's)."""
+stand-in server (a process of its own, hence this tier) and writes a table of the right shape
+(timings are not asserted: they are the machine's)."""
 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from benchmarks import overhead
-
-
-@pytest.fixture(autouse=True)
-def _no_specreason_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("SPECREASON_"):
-            monkeypatch.delenv(name)
+from benchmarks import overhead, stand_in
 
 
 def test_quick_run_writes_one_row_per_path_checkpointer_and_level(tmp_path, capsys):
@@ -62,8 +54,8 @@ def test_postgres_needs_a_database(capsys):
 
 
 def test_the_stand_in_answers_a_step_and_a_judge_call():
-    step, judge = overhead._step_reply(3), overhead._judge_reply()
-    assert step["choices"][0]["message"]["content"].endswith(overhead.DELIMITER)
+    step, judge = stand_in.step_reply(3), stand_in.judge_reply()
+    assert step["choices"][0]["message"]["content"].endswith(stand_in.DELIMITER)
     assert len(step["choices"][0]["logprobs"]["content"]) == step["usage"]["completion_tokens"]
     top = judge["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
     assert judge["choices"][0]["message"]["content"] == "9" and len(top) == 10

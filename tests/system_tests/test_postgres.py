@@ -1,7 +1,7 @@
 """Postgres, the checkpointer a deployment that outgrows one machine uses: a run killed mid-trace
 (SIGKILL, no clean-up) in one process is resumed from PostgreSQL by another, sync
 (``PostgresSaver``, ``invoke``) and async (``AsyncPostgresSaver``, ``ainvoke``), keeping every step
-committed before the kill. A real PostgreSQL server (tests/postgres.py, started for the session);
+committed before the kill. A real PostgreSQL server (`make postgres`, tests/system_tests/conftest.py);
 the model server is the benchmarks' stand-in answering each call after 0.3 s, so the kill lands
 mid-trace."""
 
@@ -16,8 +16,6 @@ import pytest
 from benchmarks import overhead
 from specreason_graph import build_graph
 from tests.processes import events_then_kill
-
-pytestmark = pytest.mark.postgres
 
 STEPS = 12
 
