@@ -1,7 +1,7 @@
 """The async path over real HTTP: ``ainvoke``/``astream`` with the real ``ChatOpenAI`` against the
 stand-in vLLM server (tests/vllm_stub.py), under the blocking-call detector ``langgraph dev`` runs
-its graphs with, across event loops, and cancelled mid-request. (The scripted-model tests of
-test_graph.py and test_judges.py run every case on both paths.)"""
+its graphs with (tests/blocking.py), across event loops, and cancelled mid-request. (The
+scripted-model tests of test_graph.py and test_judges.py run every case on both paths.)"""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import threading
 import time
 
 import pytest
-from langgraph_runtime_inmem.queue import _enable_blockbuster
 
 from specreason_graph import Context, build_graph
 from specreason_graph.models import clients
+from tests.blocking import langgraph_dev_detector
 from tests.vllm_stub import VLLMStub
 
 
@@ -23,15 +23,15 @@ def stub_context(stub: VLLMStub, **settings) -> Context:
 
 
 def test_astream_over_http_makes_no_blocking_call_langgraph_dev_would_refuse():
-    """``langgraph dev`` raises on a blocking call in a run (its BlockBuster set-up, the one used
-    here): the async path may not read a socket or sleep synchronously, build a client's SSL context
+    """``langgraph dev`` raises on a blocking call in a run (its BlockBuster policy, tests/blocking.py):
+    the async path may not read a socket or sleep synchronously, build a client's SSL context
     on the loop, or hand a call to a thread that then blocks the loop."""
     with VLLMStub() as stub:
         graph = build_graph().compile()
         ctx = stub_context(stub)
 
         async def run() -> tuple[list, dict]:
-            detector = _enable_blockbuster()
+            detector = langgraph_dev_detector()
             try:
                 events = [part async for part in graph.astream(
                     {"problem": "What is 1 + 1?"}, context=ctx, stream_mode="custom")]

@@ -19,14 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = ("specreason_graph", "graphs", "benchmarks", "servers", "tests")
 FAMILY = ("langgraph", "langchain", "langsmith")
 """The packages checked: these and every ``langgraph_*`` / ``langchain_*`` (langchain_core,
-langchain_openai, langgraph_sdk, langgraph_api, ...)."""
-
-ALLOWED = {
-    ("tests/unit_tests/test_async.py", "langgraph_runtime_inmem.queue._enable_blockbuster"):
-        "the very blocking-call detector `langgraph dev` runs graphs under, which has no public API; "
-        "a test that mimicked it could pass where `langgraph dev` refuses a run",
-}
-"""Deliberate exceptions, each with its reason (a stale entry fails too)."""
+langchain_openai, langgraph_sdk, langgraph_api, ...). No exceptions: where a library keeps what a
+test needs private (``langgraph dev``'s blocking-call set-up), the test uses the public API under it
+(tests/blocking.py)."""
 
 
 def in_family(module: str) -> bool:
@@ -92,14 +87,9 @@ def python_sources() -> Iterator[tuple[str, str]]:
 
 
 def test_only_public_langgraph_and_langchain_apis_are_used():
-    found: dict[tuple[str, str], str] = {}
-    for where, source in python_sources():
-        for line, what in private_uses(source):
-            found[(where.split(" cell ")[0], what)] = f"{where}, line {line}: {what}"
-    refused = [at for key, at in found.items() if key not in ALLOWED]
+    refused = [f"{where}, line {line}: {what}" for where, source in python_sources()
+               for line, what in private_uses(source)]
     assert not refused, "private LangGraph/LangChain APIs in use:\n" + "\n".join(refused)
-    stale = [key for key in ALLOWED if key not in found]
-    assert not stale, f"ALLOWED names uses that are gone: {stale}"
 
 
 def test_the_scan_covers_every_folder_and_the_notebooks():
