@@ -102,3 +102,18 @@ def test_cancelling_an_async_run_stops_waiting_for_its_model_at_once():
         assert waited < 5
         assert len(stub.chat_requests()) == 1  # the draft; no judge call after the cancel
     assert threading.active_count() < 50
+
+
+def test_the_detector_refuses_a_blocking_call_on_the_loop():
+    """The detector above is on: a synchronous sleep on the event loop raises."""
+    from blockbuster import BlockingError
+
+    async def blocks() -> None:
+        detector = langgraph_dev_detector()
+        try:
+            time.sleep(0.01)
+        finally:
+            detector.deactivate()
+
+    with pytest.raises(BlockingError):
+        asyncio.run(blocks())
