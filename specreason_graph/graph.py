@@ -9,22 +9,24 @@ the call (``reply = yield from reply_to(Step.of(...))``: a ``StepReply``), and r
 :func:`calls_model` makes each a node with a sync and an async path over the graph's one
 :class:`~specreason_graph.models.Models`, so ``invoke`` and ``ainvoke``/``astream`` run the same
 code, the async one with no thread in between. :func:`inline` gives the other nodes and the routers
-the same two paths. Both are a ``RunnableLambda`` of a sync and an async function and hand a node its
-``Runtime`` with LangGraph's ``get_runtime``.
+the same two paths. Both are an :class:`InRun`, a ``RunnableLambda`` of a sync and an async function
+that runs in the node's own run, and hand a node its ``Runtime`` with LangGraph's ``get_runtime``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables.config import ensure_config, set_config_context
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime, get_runtime
@@ -149,8 +151,30 @@ def base_step(state: State, runtime: Runtime[Context]) -> Calls[dict]:
         base_ms=reply.ms)}
 
 
+class InRun(RunnableLambda):
+    """A ``RunnableLambda`` of a sync and an async function that runs in its caller's run instead of
+    opening one of its own, as LangGraph's nodes and routers made of plain functions do: a node
+    shows once in a trace (its model calls under it), and a step opens no callback run per node and
+    router (about 2 ms of CPU a step, BENCHMARKS.md). The function sees the caller's config, so
+    ``get_runtime`` and the chat models' callbacks work as in any node."""
+
+    def __init__(self, func: Callable[[Any], Any],
+                 afunc: Callable[[Any], Coroutine[Any, Any, Any]], *, name: str):
+        super().__init__(func, afunc, name=name)
+        self.sync_path, self.async_path = func, afunc
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        with set_config_context(ensure_config(config)) as run_context:
+            return run_context.run(self.sync_path, input)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None,
+                      **kwargs: Any) -> Any:
+        with set_config_context(ensure_config(config)) as run_context:
+            return await asyncio.create_task(self.async_path(input), context=run_context)
+
+
 def calls_model(pair: Models, role: Role | Callable[[Context], Role],
-                node: Callable[[Any, Runtime[Context]], Calls[dict]]) -> RunnableLambda:
+                node: Callable[[Any, Runtime[Context]], Calls[dict]]) -> InRun:
     """The graph node for ``node``, whose model calls (to the ``role`` model, or the one ``role(ctx)``
     names) ``pair`` sends: with ``invoke`` when the graph runs sync, with ``ainvoke`` under
     ``ainvoke``/``astream``/``abatch`` (no thread pool; a cancelled run cancels its request), the
@@ -186,7 +210,7 @@ def calls_model(pair: Models, role: Role | Callable[[Context], Role],
         except (ContextFull, openai.APIError, MalformedReply) as exc:
             return failed(exc, state, runtime)
 
-    return RunnableLambda(model_node, amodel_node, name=node.__name__)
+    return InRun(model_node, amodel_node, name=node.__name__)
 
 
 def commit(state: State, runtime: Runtime[Context]) -> dict:
@@ -244,7 +268,7 @@ def after_base(state: State) -> Literal["commit", "__end__"]:
     return "__end__" if state.get("stop_reason") else "commit"
 
 
-def inline(fn: Callable[..., Any]) -> RunnableLambda:
+def inline(fn: Callable[..., Any]) -> InRun:
     """A node that calls no model, or a router, taking ``(state)`` or ``(state, runtime)``, on both
     paths: under ``ainvoke`` LangGraph hands a plain function to the event loop's thread pool, one
     hop per step; this one does no I/O, so it runs on the loop itself. The wrapper keeps ``fn``'s
@@ -259,7 +283,7 @@ def inline(fn: Callable[..., Any]) -> RunnableLambda:
     async def on_the_loop(state: Any) -> Any:
         return on_the_thread(state)
 
-    return RunnableLambda(on_the_thread, on_the_loop, name=fn.__name__)
+    return InRun(on_the_thread, on_the_loop, name=fn.__name__)
 
 
 # --- the first request, for checks before a run -----------------------------------------------
