@@ -18,6 +18,7 @@ the evaluation never uses. Writes ``<out>/prompt_sets.json`` and ``prompt_sets.m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -31,6 +32,7 @@ from openai import OpenAI
 from specreason_graph import prompts, rules
 from specreason_graph.context import Context
 from specreason_graph.evaluation import datasets
+from specreason_graph.models import Models
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
@@ -63,13 +65,13 @@ def openai_messages(messages: Sequence[BaseMessage]) -> list[ChatCompletionMessa
 def judge_once(client: OpenAI, ctx: Context, case: dict[str, Any], prompt_set: str
                ) -> dict[str, Any]:
     user = prompts.render_problem(case["prompt"], case["question"], prompt_set)
-    prefix = prompts.draft_messages(user, case["kept"], case["draft"], ctx.thinking_opener,
+    prefix = prompts.draft_messages(user, case["kept"], case["draft"], ctx.thinking_opener or "",
                                     ctx.step_delimiter)
     client.chat.completions.create(  # the prefix into the cache, as the run's earlier calls put it
         model=ctx.base_model, messages=openai_messages(prefix), max_tokens=1,
         temperature=0.0, extra_body={"continue_final_message": True,
                                      "add_generation_prompt": False})
-    messages = prompts.judge_messages(user, case["kept"], case["draft"], ctx.thinking_opener,
+    messages = prompts.judge_messages(user, case["kept"], case["draft"], ctx.thinking_opener or "",
                                       ctx.step_delimiter, prompt_set=prompt_set)
     started = time.perf_counter()
     reply = client.chat.completions.create(
@@ -126,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/prompt-sets"))
     args = parser.parse_args(argv)
     ctx = Context()
+    ctx = dataclasses.replace(ctx, thinking_opener=Models().thinking_opener(ctx))  # the template's
     client = OpenAI(base_url=ctx.base_url, api_key=ctx.api_key or "none", max_retries=0,
                     timeout=ctx.request_timeout)
     cases = drafts(args.runs, args.limit)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
+from pydantic_core import ArgsKwargs
 
 from specreason_graph.resources import config_path, prompt_set_dir, read_config
 from specreason_graph.rules import THRESHOLD_MAX, THRESHOLD_MIN, is_threshold, parse_cascade
@@ -28,10 +29,10 @@ JudgeName = Literal["score", "yes_no", "confidence", "likelihood", "check", "cas
 JUDGE_NAMES: tuple[str, ...] = typing.get_args(JudgeName)
 PAPER_JUDGE = {"judge": "score", "threshold": 7.0, "score_method": "greedy",
                "cascade": "check:1-10,score"}
-"""The paper's judge and threshold: what the defaults are where the local config chose nothing."""
+"""The paper's judge and threshold: ``Context()``'s, and any pair's whose configuration chose none."""
 CHOSEN = ("judge", "threshold", "score_method", "cascade")
-"""The fields a calibration chooses (``calibration`` loads them; ``[graph]`` in servers/cpu.toml
-holds the CPU pair's)."""
+"""The fields a calibration chooses (``calibration`` loads them; a server configuration's ``[graph]``
+table holds those chosen for its pair, e.g. servers/cpu-plain.toml's for the CPU pair)."""
 PromptName = Literal["math", "multiple_choice"]
 LOCAL_SERVERS = "cpu"
 """The server config (``servers/cpu.toml``) whose endpoints are the defaults: the servers that
@@ -40,13 +41,16 @@ speculating with the small model as its draft model)."""
 
 
 @cache
-def local_defaults(config: str = LOCAL_SERVERS) -> dict[str, Any]:
-    """``{base,small}_{url,model}`` of the servers in ``servers/<config>.toml`` (one source for the
-    launcher and the Context's defaults), and the judge settings its ``[graph]`` table chose for
-    that pair (the paper's where it has none)."""
-    data = read_config(config_path(config))  # extends = "cpu-plain" resolved
+def server_defaults(servers: str | None = None) -> dict[str, Any]:
+    """The defaults a Context gets from a server configuration (``servers/<name>.toml`` or a path):
+    ``{base,small}_{url,model}`` of its servers (one source for the launcher and the Context) and
+    the judge settings its ``[graph]`` table holds for that pair, over the paper's judge.
+    ``None``: the local servers' endpoints (``LOCAL_SERVERS``) with the paper's judge."""
+    data = read_config(config_path(servers or LOCAL_SERVERS))  # extends = "cpu-plain" resolved
     host = data.get("defaults", {}).get("host", "127.0.0.1")
-    found: dict[str, Any] = {**PAPER_JUDGE, **data.get("graph", {})}
+    found: dict[str, Any] = dict(PAPER_JUDGE)
+    if servers is not None:
+        found.update({k: v for k, v in data.get("graph", {}).items() if k in CHOSEN})
     for server in data.get("server", []):
         role = server["role"]
         found[f"{role}_url"] = f"http://{server.get('host', host)}:{server['port']}/v1"
@@ -71,19 +75,21 @@ def _env(field: str, default: Any) -> Any:
     return lambda: os.environ.get(f"SPECREASON_{field.upper()}", default)
 
 
-def _local(field: str) -> Any:
-    """Default for an endpoint or judge field: ``$SPECREASON_<FIELD>``, else the local servers'
-    config (``servers/cpu.toml``)."""
-    return lambda: os.environ.get(f"SPECREASON_{field.upper()}") or local_defaults()[field]
+def _profiled(field: str) -> Any:
+    """Default for an endpoint or judge field: ``$SPECREASON_<FIELD>``, else ``Context()``'s (the
+    local servers' endpoints, the paper's judge). A Context that names ``servers`` gets that
+    configuration's values before defaults apply (``Context._profile``)."""
+    return lambda: os.environ.get(f"SPECREASON_{field.upper()}") or server_defaults()[field]
 
 
 def declared_default(name: str) -> Any:
     """The value of the Context field ``name`` when neither the caller nor the environment sets it:
-    its declared default, or the local servers' config's for an endpoint or judge field. KeyError
-    when it has neither (``also_judge``, built by a function of its own)."""
+    its declared default, or for an endpoint or judge field ``Context()``'s (the local servers'
+    endpoints, the paper's judge). KeyError when it has neither (``also_judge``, built by a
+    function of its own)."""
     if name in _DECLARED:
         return _DECLARED[name]
-    return local_defaults()[name]
+    return server_defaults()[name]
 
 
 def load_choice(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -97,29 +103,36 @@ def load_choice(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 @dataclass(kw_only=True, config={"extra": "forbid", "validate_default": True})
 class Context:
-    """Settings of one SpecReason run (the paper's defaults unless noted)."""
+    """Settings of one SpecReason run: the paper's defaults unless noted, over the local servers'
+    endpoints. ``Context.for_servers("cpu")`` (or ``servers="cpu"``) takes a server
+    configuration's endpoints and the judge its ``[graph]`` table chose for that pair instead."""
 
-    base_url: str = Field(default_factory=_local("base_url"), description=(
+    servers: str | None = Field(default_factory=_env("servers", None), description=(
+        "A server configuration (servers/<name>.toml, or a path) whose endpoints and [graph] judge "
+        "settings are this Context's defaults for the fields not given: the profile of that model "
+        "pair (cpu, cpu-plain: the judge calibrated for the CPU pair). None: the local CPU "
+        "servers' endpoints with the paper's judge."))
+    base_url: str = Field(default_factory=_profiled("base_url"), description=(
         "OpenAI-compatible endpoint of the base model (judges steps, writes rejected ones)."))
-    base_model: str = Field(default_factory=_local("base_model"), description=(
+    base_model: str = Field(default_factory=_profiled("base_model"), description=(
         "Model name served at base_url (as in vLLM's --served-model-name)."))
-    small_url: str = Field(default_factory=_local("small_url"), description=(
+    small_url: str = Field(default_factory=_profiled("small_url"), description=(
         "OpenAI-compatible endpoint of the small model (drafts every step)."))
-    small_model: str = Field(default_factory=_local("small_model"), description=(
+    small_model: str = Field(default_factory=_profiled("small_model"), description=(
         "Model name served at small_url."))
     api_key: str | None = Field(default_factory=_env("api_key", None), repr=False, description=(
         "API key sent to both servers (vLLM --api-key); never logged."))
 
-    judge: JudgeName = Field(default_factory=_local("judge"), description=(
+    judge: JudgeName = Field(default_factory=_profiled("judge"), description=(
         "What scores a draft, on a 0-9 scale: score (the paper's: the base model's digit), yes_no "
         "(the base model's P(Yes) that the step is correct), confidence (the small model's own "
         "token probabilities, free), likelihood (the base model's probability of the draft, a "
         "full prefill), check (the step's arithmetic, checked with sympy, free), cascade "
-        "(several in turn, see cascade). Default: servers/cpu.toml's [graph], else score."))
-    threshold: float = Field(default_factory=_local("threshold"), ge=THRESHOLD_MIN, le=THRESHOLD_MAX,
+        "(several in turn, see cascade). Default: the servers' [graph] profile, else score (paper)."))
+    threshold: float = Field(default_factory=_profiled("threshold"), ge=THRESHOLD_MIN, le=THRESHOLD_MAX,
                              description=("Accept a draft when its score is >= this (0 keeps every "
                                           "draft, 10 none). Paper: 7."))
-    cascade: str = Field(default_factory=_local("cascade"), description=(
+    cascade: str = Field(default_factory=_profiled("cascade"), description=(
         "The cascade judge's stages: judge:LOW-HIGH,... then one judge; a stage rejects below LOW, "
         "accepts at HIGH or above, else asks the next; the last one's score meets the threshold."))
     also_judge: list[JudgeName] = Field(default_factory=lambda: [  # type: ignore[arg-type]
@@ -129,7 +142,7 @@ class Context:
     calibration: str | None = Field(default_factory=_env("calibration", None), description=(
         "A choice file from `specreason calibrate`: its judge, threshold, score_method and cascade "
         "replace those fields."))
-    score_method: ScoreMethod = Field(default_factory=_local("score_method"), description=(
+    score_method: ScoreMethod = Field(default_factory=_profiled("score_method"), description=(
         "greedy: the judge's generated digit (paper). expected: probability-weighted mean of the "
         "digit tokens among the judge's top logprobs."))
     first_n_base: int = Field(default_factory=_env("first_n_base", 0), ge=0, description=(
@@ -156,10 +169,10 @@ class Context:
                                     description="Alternatives read at the judge's score position.")
     step_delimiter: str = Field(default_factory=_env("step_delimiter", "\n\n"), min_length=1,
                                 description="Ends a step (a stop string); kept steps are joined by it.")
-    thinking_opener: str = Field(default_factory=_env("thinking_opener", ""), description=(
+    thinking_opener: str | None = Field(default_factory=_env("thinking_opener", None), description=(
         "Pre-filled at the start of the assistant turn: '<think>\\n' for reasoning models "
-        "(QwQ, R1 distills), empty for instruct models such as the CPU default pair. The command "
-        "line reads it from the served chat template unless it is set (flag or environment)."))
+        "(QwQ, R1 distills), empty for instruct models such as the CPU default pair. None: read "
+        "from the base server's chat template (once per endpoint and process)."))
     prompt: PromptName = Field(default_factory=_env("prompt", "math"), description=(
         "Problem prompt from prompts/: math (boxed answer) or multiple_choice (boxed letter)."))
     prompt_set: str = Field(default_factory=_env("prompt_set", ""), description=(
@@ -168,6 +181,12 @@ class Context:
         "files named as in prompts/ (a file it lacks comes from prompts/)."))
     request_timeout: float = Field(default_factory=_env("request_timeout", 900.0), gt=0,
                                    description="Seconds to wait for one model call.")
+
+    @classmethod
+    def for_servers(cls, servers: str, **fields: Any) -> Context:
+        """The Context a server configuration implies: its endpoints and its pair's judge profile
+        (``[graph]``), under ``fields`` and the environment's ``SPECREASON_*``."""
+        return cls(servers=servers, **fields)
 
     def endpoint(self, role: Role) -> tuple[str, str]:
         """(URL, served model name) of the ``role`` model."""
@@ -180,11 +199,40 @@ class Context:
             raise ValueError(f"must be an http(s) URL, got {url!r}")
         return url
 
+    @field_validator("servers")
+    @classmethod
+    def _config(cls, servers: str | None) -> str | None:
+        if servers is not None:
+            try:
+                server_defaults(servers)
+            except (OSError, ValueError, KeyError) as exc:  # unknown name, unreadable or bad TOML
+                raise ValueError(f"cannot read the server configuration {servers!r}: "
+                                 f"{str(exc).strip(chr(34) + chr(39))}") from None
+        return servers
+
     @field_validator("prompt_set")
     @classmethod
     def _prompt_folder(cls, prompt_set: str) -> str:
         prompt_set_dir(prompt_set)
         return prompt_set
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile(cls, given: Any) -> Any:
+        """``servers`` named (or ``$SPECREASON_SERVERS``): its endpoints and judge profile fill the
+        fields neither given nor set in the environment. An unknown configuration is left to the
+        ``servers`` field's own check (one error, naming the known ones)."""
+        kwargs = (given.kwargs or {}) if isinstance(given, ArgsKwargs) else given
+        if not isinstance(kwargs, dict):
+            return given
+        servers = kwargs.get("servers", os.environ.get("SPECREASON_SERVERS"))
+        try:
+            profile = server_defaults(servers) if isinstance(servers, str) and servers else {}
+        except (OSError, ValueError, KeyError):
+            return given
+        filled = {**{k: v for k, v in profile.items()
+                     if f"SPECREASON_{k.upper()}" not in os.environ}, **kwargs}
+        return ArgsKwargs(given.args, filled) if isinstance(given, ArgsKwargs) else filled
 
     @model_validator(mode="after")
     def _check(self) -> Context:

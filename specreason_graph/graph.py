@@ -32,7 +32,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Overwrite, RetryPolicy
 
-from specreason_graph import context, judges, models, prompts, rules
+from specreason_graph import context, judges, models, prompts, rules, trace
 from specreason_graph.context import Context
 from specreason_graph.models import (
     RETRY,
@@ -63,8 +63,9 @@ def _record(state: State, **fields: object) -> StepRecord:
 
 # --- nodes -------------------------------------------------------------------------------------
 
-def setup(state: InputState, runtime: Runtime[Context]) -> dict:
-    """Check the problem and render it into the prompt once; start a fresh trace."""
+def setup(state: InputState, runtime: Runtime[Context], opener: str) -> dict:
+    """Check the problem and render it into the prompt once; note the thinking opener every step
+    pre-fills (``Context.thinking_opener``, else the served chat template's); start a fresh trace."""
     problem = rules.checked_problem(state.get("problem"))
     threshold = state.get("threshold")
     if threshold is not None and not rules.is_threshold(threshold):
@@ -72,14 +73,20 @@ def setup(state: InputState, runtime: Runtime[Context]) -> dict:
                          f"{rules.THRESHOLD_MAX:g}, got {threshold!r}")
     ctx = context.of(runtime)
     return {"user_prompt": prompts.render_problem(ctx.prompt, problem, ctx.prompt_set),
-            "steps": Overwrite([]), "trace": Overwrite([]), "kept_tokens": 0,
+            "thinking_opener": opener, "steps": Overwrite([]), "trace": Overwrite([]), "kept_tokens": 0,
             "pending": None, "stop_reason": None, "answer": None}
+
+
+def _opener(state: State, ctx: Context) -> str:
+    """The run's thinking opener, as ``setup`` found it (a checkpoint from before it was kept in the
+    state: the Context's)."""
+    return state.get("thinking_opener", ctx.thinking_opener or "")
 
 
 def _write(role: Role, state: State, ctx: Context) -> Step:
     """The next step from ``role``, continuing the kept steps (the same call for both models)."""
     messages, continue_final = prompts.step_messages(
-        state["user_prompt"], state["steps"], ctx.thinking_opener, ctx.step_delimiter)
+        state["user_prompt"], state["steps"], _opener(state, ctx), ctx.step_delimiter)
     return Step.of(role, ctx, messages, continue_final=continue_final)
 
 
@@ -99,7 +106,7 @@ def judge(state: State, runtime: Runtime[Context]) -> Calls[dict]:
     pending = state["pending"]
     assert pending is not None and pending["draft"] is not None
     case = judges.Case(state["user_prompt"], state["steps"], pending["draft"],
-                       pending["draft_logprobs"])
+                       pending["draft_logprobs"], _opener(state, ctx))
     verdict = yield from judges.ask(ctx.judge, case, ctx)
     seen = {ctx.judge: verdict.record()}
     for name in ctx.also_judge:
@@ -214,20 +221,24 @@ def calls_model(pair: Models, role: Role | Callable[[Context], Role],
 
 
 def commit(state: State, runtime: Runtime[Context]) -> dict:
-    """Keep the decided step, emit it on the custom stream, and check the stop rules."""
+    """Keep the decided step with the line on what decided it (``trace.explain``), emit it on the
+    custom stream, and check the stop rules."""
     ctx = context.of(runtime)
     pending = state["pending"]
     assert pending is not None
     text = rules.close_think(pending["text"])
     ms = pending["draft_ms"] + pending["judge_ms"] + pending["base_ms"]
-    record: StepRecord = {**pending, "text": text, "ms": ms}
+    threshold = rules.threshold_for(state.get("threshold"), ctx.threshold)
+    record: StepRecord = {**pending, "text": text, "ms": ms,
+                          "decision": trace.explain(pending, threshold)}
     steps = [*state["steps"], text]
     kept_tokens = state.get("kept_tokens", 0) + record["tokens"]
     stop = rules.stop_reason(steps, kept_tokens, ctx.token_budget, record["ended_turn"])
     runtime.stream_writer({
         "event": "step", "index": record["index"], "writer": record["writer"],
         "score": record["score"], "accepted": record["accepted"], "forced": record["forced"],
-        "tokens": record["tokens"], "ms": round(ms, 1), "text": text, "stop_reason": stop})
+        "decision": record["decision"], "tokens": record["tokens"], "ms": round(ms, 1),
+        "text": text, "stop_reason": stop})
     return {"steps": [text], "trace": [record], "kept_tokens": kept_tokens, "pending": None,
             "stop_reason": stop, "answer": rules.extract_answer(text) if stop else None}
 
@@ -268,6 +279,20 @@ def after_base(state: State) -> Literal["commit", "__end__"]:
     return "__end__" if state.get("stop_reason") else "commit"
 
 
+def prepares(pair: Models) -> InRun:
+    """The ``setup`` node: it asks ``pair`` for the thinking opener (the first time per endpoint a
+    few requests to the base server, on a worker thread under ``ainvoke``; then remembered)."""
+    def on_the_thread(state: InputState) -> dict:
+        runtime = get_runtime(Context)
+        return setup(state, runtime, pair.thinking_opener(context.of(runtime)))
+
+    async def on_the_loop(state: InputState) -> dict:
+        runtime = get_runtime(Context)
+        return setup(state, runtime, await pair.athinking_opener(context.of(runtime)))
+
+    return InRun(on_the_thread, on_the_loop, name="setup")
+
+
 def inline(fn: Callable[..., Any]) -> InRun:
     """A node that calls no model, or a router, taking ``(state)`` or ``(state, runtime)``, on both
     paths: under ``ainvoke`` LangGraph hands a plain function to the event loop's thread pool, one
@@ -305,7 +330,7 @@ def first_request(problem: str, ctx: Context) -> FirstRequest:
     user_prompt = prompts.render_problem(ctx.prompt, problem, ctx.prompt_set)
     if ctx.one_request:
         return FirstRequest([HumanMessage(user_prompt)], False, ctx.token_budget, (ctx.one_request,))
-    messages, continue_final = prompts.step_messages(user_prompt, [], ctx.thinking_opener,
+    messages, continue_final = prompts.step_messages(user_prompt, [], ctx.thinking_opener or "",
                                                      ctx.step_delimiter)
     roles: tuple[Role, ...] = ("small",) if ctx.small_only else ("base", "small")
     return FirstRequest(messages, continue_final, ctx.max_step_tokens, roles)
@@ -320,7 +345,7 @@ def build_graph(*, small: BaseChatModel | None = None, base: BaseChatModel | Non
     pair = Models(small, base)
     builder = StateGraph(State, input_schema=InputState, output_schema=OutputState,
                          context_schema=Context)
-    builder.add_node("setup", inline(setup), input_schema=InputState)
+    builder.add_node("setup", prepares(pair), input_schema=InputState)
     builder.add_node("draft", calls_model(pair, "small", draft), retry_policy=retry)
     builder.add_node("judge", calls_model(pair, "base", judge), retry_policy=retry)
     builder.add_node("regenerate", calls_model(pair, "base", regenerate), retry_policy=retry)

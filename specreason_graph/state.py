@@ -68,6 +68,11 @@ class StepRecord(TypedDict):
     """Why the judge's reply could not be read (malformed JSON...); the score is then 0."""
     accepted: bool | None
     """Score >= threshold (None when not drafted)."""
+    decision: NotRequired[str]
+    """What decided the step, in one line (``trace.explain``): the deciding judge's reading against
+    the threshold (``score 6 < 7``, ``yes_no P(yes) 0.31 → 2.8 < 8``), a cascade's stages and the
+    one that settled it, or ``forced: ...`` / ``unjudged: ...``. Set when the step is committed;
+    absent from records of older runs (read it with ``.get``)."""
     judge_prompt_tokens: int
     judge_cached_tokens: int | None
     """Prompt tokens vLLM served from its prefix cache (None if the server does not report it)."""
@@ -109,6 +114,9 @@ class State(TypedDict):
     threshold: NotRequired[float | None]
     user_prompt: NotRequired[str]
     """The problem rendered into the prompt file once, so every call sends identical bytes."""
+    thinking_opener: NotRequired[str]
+    """What every step pre-fills the assistant turn with (``Context.thinking_opener``, else the
+    served chat template's: ``<think>\n`` for reasoning models, "" for instruct ones)."""
     steps: Annotated[list[str], operator.add]
     trace: Annotated[list[StepRecord], operator.add]
     kept_tokens: NotRequired[int]

@@ -78,7 +78,7 @@ def roll_out(models: Models, ctx: Context, prefix: Prefix, k: int,
     messages, continue_final = prompts.step_messages(
         prompts.render_problem(prefix.problem.prompt, prefix.problem.question, ctx.prompt_set),
         list(prefix.steps),
-        ctx.thinking_opener, ctx.step_delimiter)
+        ctx.thinking_opener or "", ctx.step_delimiter)
     return finish(models.chat("small", ctx), messages, n=k, continue_final=continue_final,
                   max_tokens=max_tokens or ctx.token_budget, temperature=ctx.temperature,
                   top_p=ctx.top_p)

@@ -132,8 +132,9 @@ def _again(record: Record | None) -> bool:
 
 def _settings(problems: Sequence[Problem], modes: Sequence[Mode], ctx: Context,
               samples: int) -> dict[str, Any]:
+    # servers: only where the other fields' defaults came from; the fields themselves are recorded
     context = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(Context)
-               if f.name not in ("api_key", "request_timeout", *Mode.CHANGES)}
+               if f.name not in ("api_key", "request_timeout", "servers", *Mode.CHANGES)}
     return {"dataset": sorted({p.dataset for p in problems}), "context": context,
             "samples": samples, "modes": {m.name: m.settings(ctx) for m in modes}}
 

@@ -21,6 +21,8 @@ class Case:
     """The small model's proposed next step."""
     draft_logprobs: list[float] | None = None
     """The small model's log-probability of each draft token (None: the server sent none)."""
+    thinking_opener: str = ""
+    """What the run pre-fills the assistant turn with (the state's, as ``setup`` found it)."""
 
 
 @dataclass(frozen=True)

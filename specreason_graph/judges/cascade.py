@@ -2,7 +2,9 @@
 has a band (``Context.cascade``, e.g. ``check:1-10,confidence:3-8,yes_no``): a score below LOW
 rejects the draft (score 0), one at HIGH or above accepts it (score 9), anything between asks the
 next stage; the last stage's score meets the run's threshold. The order and the bands come from
-``specreason calibrate``, which measures every judge on labelled steps, not from hand-tuning."""
+``specreason calibrate``, which measures every judge on labelled steps, not from hand-tuning. Its
+``reads``: every stage asked (its judge, its record and its ``band``, None for the last) and the
+one that ``decided_by``."""
 
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ class CascadeJudge:
             prompt_tokens += verdict.prompt_tokens
             if verdict.cached_tokens is not None:
                 cached = (cached or 0) + verdict.cached_tokens
-            asked.append({"judge": name, **verdict.record()})
             last = i == len(stages) - 1
+            asked.append({"judge": name, **verdict.record(), "band": None if last else [low, high]})
             if verdict.error and not last:
                 continue  # a stage that cannot read its signal decides nothing
             if last:

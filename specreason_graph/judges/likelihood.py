@@ -22,7 +22,7 @@ class LikelihoodJudge:
 
     def __call__(self, case: Case, ctx: Context) -> Calls[Verdict]:
         read = yield from reply_to(PromptLogprobs("base", prompts.draft_messages(
-            case.user_prompt, case.steps, case.draft, ctx.thinking_opener, ctx.step_delimiter),
+            case.user_prompt, case.steps, case.draft, case.thinking_opener, ctx.step_delimiter),
             case.draft))
         lps = read.logprobs
         return Verdict(

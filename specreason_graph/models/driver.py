@@ -4,14 +4,17 @@ node's or judge's generator of calls to its result (:meth:`Models.drive`, :meth:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Generic, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration
+from langchain_openai import ChatOpenAI
 
-from specreason_graph.context import Context
+from specreason_graph.context import Context, origin
+from specreason_graph.models import templates
 from specreason_graph.models.calls import Call, Calls
 from specreason_graph.models.clients import async_chat_model, chat_model
 from specreason_graph.models.errors import MalformedReply, told_apart
@@ -80,6 +83,45 @@ class Models:
         url, model = ctx.endpoint(role)
         shared = async_chat_model if running_loop else chat_model
         return shared(url, model, ctx.api_key, ctx.request_timeout)
+
+    def _template_endpoints(self, ctx: Context) -> list[tuple[str, str]]:
+        """(server root, model) whose chat template decides the thinking opener: the base model's,
+        then the small model's (when the base server cannot say); a given chat model counts when it
+        is an OpenAI client with a base URL (else nothing can be read from it)."""
+        found = []
+        for role in ("base", "small"):
+            given = self._given[role]
+            if given is None:
+                url, model = ctx.endpoint(role)
+            elif isinstance(given, ChatOpenAI) and given.openai_api_base:
+                url, model = given.openai_api_base, given.model_name
+            else:
+                continue
+            found.append((origin(url), model))
+        return found
+
+    def thinking_opener(self, ctx: Context) -> str:
+        """``ctx.thinking_opener`` when set, else what the served chat template opens the
+        assistant turn with (:func:`~specreason_graph.models.templates.served_opener`, once per
+        endpoint); "" when no server can say."""
+        if ctx.thinking_opener is not None:
+            return ctx.thinking_opener
+        for root, model in self._template_endpoints(ctx):
+            try:
+                found = templates.served_opener(root, model, ctx.api_key)
+            except templates.Unreachable:
+                continue  # the run's first call will say so, with the retry policy's patience
+            if found is not None:
+                return found
+        return ""
+
+    async def athinking_opener(self, ctx: Context) -> str:
+        """:meth:`thinking_opener` off the event loop: the first read of an endpoint is a few
+        blocking HTTP requests, made on a worker thread; later ones are a dictionary lookup."""
+        if ctx.thinking_opener is not None or all(
+                templates.remembered(root, model) for root, model in self._template_endpoints(ctx)):
+            return self.thinking_opener(ctx)
+        return await asyncio.to_thread(self.thinking_opener, ctx)
 
     def run(self, call: Call[T], ctx: Context) -> T:
         """``call`` sent to its model with ``invoke``."""

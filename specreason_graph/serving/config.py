@@ -5,8 +5,9 @@ options shared by its servers) and one ``[[server]]`` table per role (``base`` a
 model folder, the served name and the port. ``{home}`` and ``{models}`` in a value stand for
 ``$SPECREASON_HOME`` (default ``~/.cache/specreason-graph``) and its ``models/`` folder, ``{servers}``
 for the folder of the shipped configs (``servers/``: a chat template beside them). The CPU
-default's endpoints are also the graph's default endpoints (``context.local_defaults``), and its
-``[graph]`` table holds the judge settings that calibration chose for the pair.
+default's endpoints are also ``Context()``'s endpoints (``context.server_defaults``). A config's
+``[graph]`` table is its pair's judge profile (the settings calibration chose for that pair), which
+``Context.for_servers(name)`` and the command line's ``--servers`` apply.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class ServerSet:
 
     name: str
     servers: tuple[ServerSpec, ...]
+    config: str = ""
+    """The name or path it was loaded by (what ``Context(servers=...)`` takes); "" for ``name``."""
 
     def role(self, role: str) -> ServerSpec:
         for spec in self.servers:
@@ -98,11 +101,13 @@ class ServerSet:
         raise KeyError(f"{self.name}: no server with role {role!r}")
 
     def context(self, **settings: Any) -> Context:
-        """A graph Context pointing at these servers."""
+        """The Context this config implies (``Context.for_servers``): its endpoints and its pair's
+        judge profile (``[graph]``), under ``settings``; a set built by hand (no ``config``) gets
+        its endpoints and the paper's judge."""
         base, small = self.role("base"), self.role("small")
-        return Context(**{"base_url": base.url, "base_model": base.served_model_name,
-                          "small_url": small.url, "small_model": small.served_model_name,
-                          **settings})
+        endpoints = {"base_url": base.url, "base_model": base.served_model_name,
+                     "small_url": small.url, "small_model": small.served_model_name}
+        return Context(**{"servers": self.config or None, **endpoints, **settings})
 
 
 def _fill(value: Any, places: dict[str, str]) -> Any:
@@ -149,4 +154,4 @@ def load_config(name_or_path: str | os.PathLike[str] = "cpu") -> ServerSet:
     roles = sorted(s.role for s in specs)
     if roles != ["base", "small"]:
         raise ValueError(f"{path}: needs one 'base' and one 'small' server, found {roles}")
-    return ServerSet(name=path.stem, servers=tuple(specs))
+    return ServerSet(name=path.stem, servers=tuple(specs), config=str(name_or_path))

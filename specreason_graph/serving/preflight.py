@@ -6,29 +6,22 @@ Each endpoint costs a few small requests (``GET /v1/models``, ``POST /tokenize``
 ``POST /detokenize`` once), once per run — not per model call — and one ``/tokenize`` per question
 checked with :func:`check_fits`.
 
-The thinking opener: reasoning models (QwQ, the R1 distills) have chat templates whose generation
-prompt opens a think block (``<|im_start|>assistant\n<think>\n``). The graph's first step request
-gets it from the template, but every later one continues a pre-filled assistant turn, which the
-template renders without it, so the graph must pre-fill it itself (``Context.thinking_opener``).
-:func:`check` reads it from the served template: vLLM's ``/tokenize`` renders one user turn with and
-without the generation prompt, ``/detokenize`` turns the difference back into text, and the opener
-is that text from ``<think>`` on ("" when there is none).
+The thinking opener (``models.templates``: what a reasoning model's template opens the assistant
+turn with, which the graph pre-fills on every step) is read here too, to tell the user before a run.
 """
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from langchain_core.messages import BaseMessage, convert_to_openai_messages
 
 from specreason_graph.context import Context, origin
-
-THINK_OPEN = "<think>"
+from specreason_graph.models import templates
+from specreason_graph.resources import resource_dir
 
 # Digits, words, whitespace runs and a CJK character: tokenizers of different families split
 # this differently, while models of one family (Qwen2.5 0.5B/1.5B, QwQ and R1-Distill-Qwen) agree.
@@ -56,10 +49,7 @@ class Endpoint:
     @property
     def thinking_opener(self) -> str | None:
         """The generation prompt from ``<think>`` on ("" without one; None: cannot tell)."""
-        if self.generation_prompt is None:
-            return None
-        at = self.generation_prompt.find(THINK_OPEN)
-        return self.generation_prompt[at:] if at >= 0 else ""
+        return templates.opener_in(self.generation_prompt)
 
     @property
     def origin(self) -> str:
@@ -70,15 +60,7 @@ class DoesNotFit(EndpointError):
     """The question's first request is longer than a model's context."""
 
 
-def _request(url: str, api_key: str | None, body: dict[str, Any] | None = None,
-             timeout: float = 10) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if body is not None else "GET")
-    request.add_header("Content-Type", "application/json")
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.load(response)
+_request = templates.request
 
 
 def check_endpoint(role: str, url: str, model: str, api_key: str | None = None) -> Endpoint:
@@ -108,30 +90,12 @@ def check_endpoint(role: str, url: str, model: str, api_key: str | None = None) 
                           {"model": model, "prompt": PROBE, "add_special_tokens": False})["tokens"]
     except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
         tokens = None
-    opening = _generation_prompt(root, model, api_key) if tokens is not None else None
+    try:
+        opening = templates.generation_prompt(root, model, api_key) if tokens is not None else None
+    except templates.Unreachable:
+        opening = None
     return Endpoint(role, url, model, max_len if isinstance(max_len, int) else None, tokens,
                     opening, api_key)
-
-
-def _generation_prompt(root: str, model: str, api_key: str | None) -> str | None:
-    """The text the served chat template appends to a user turn to open the assistant's (vLLM's
-    ``/tokenize`` with and without ``add_generation_prompt``, the difference through
-    ``/detokenize``); None when the server cannot say."""
-    turn = [{"role": "user", "content": "What is 1 + 1?"}]
-    try:
-        bare, opened = (_request(f"{root}/tokenize", api_key, {
-            "model": model, "messages": turn, "add_generation_prompt": flag})["tokens"]
-            for flag in (False, True))
-        if not isinstance(bare, list) or not isinstance(opened, list) \
-                or opened[:len(bare)] != bare:
-            return None
-        added = opened[len(bare):]
-        if not added:
-            return ""
-        text = _request(f"{root}/detokenize", api_key, {"model": model, "tokens": added})["prompt"]
-        return text if isinstance(text, str) else None
-    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 @dataclass(frozen=True)
@@ -284,7 +248,7 @@ def check_speculation(ctx: Context, tokens: int = 32) -> float | None:
             "0.32.0's CPU expand kernel: docs/serving.md, 'Sampled speculative decoding on the "
             "CPU'), so every sampled request would run at about half the plain server's speed "
             "and not from the base model's distribution. Install the correction (`bash "
-            "servers/setup-cpu.sh`) and restart the server, use the plain base server, or run "
-            "at --temperature 0")
+            f"{resource_dir('servers') / 'setup-cpu.sh'}`) and restart the server, use the plain "
+            "base server, or run at --temperature 0")
     _speculation_checked[key] = sampled
     return sampled

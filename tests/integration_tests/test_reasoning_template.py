@@ -3,7 +3,8 @@ chat template (servers/cpu-reasoning.toml, servers/templates/reasoning.jinja: th
 opens '<think>\\n', earlier assistant turns lose their thinking), as QwQ-32B and the R1 distills of
 servers/gpu-*.toml are served.
 
-- the graph takes the thinking opener from the served template (preflight), not from a setting;
+- the graph takes the thinking opener from the served template itself: the runs are made with a
+  plain Context that sets no opener (as a library user writes it), and preflight reads the same;
 - every draft, judge and regeneration prompt, rendered by vLLM into token ids (``/tokenize`` with
   the request's own messages and flags), is exactly the problem turn, the thinking opened once,
   the kept steps once each in order, then the candidate and the judge turn: nothing dropped by the
@@ -21,7 +22,6 @@ other configurations.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import urllib.request
 from dataclasses import dataclass
@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
-from specreason_graph import compile_graph, prompts
+from specreason_graph import Context, compile_graph, prompts
 from specreason_graph.context import PAPER_JUDGE
 from specreason_graph.evaluation import datasets
 from specreason_graph.serving import config, preflight
@@ -73,13 +73,15 @@ def reasoning(server_pool):
 
 @pytest.fixture(scope="module")
 def runs(reasoning):
-    """The graph on every problem through logging proxies, with the opener preflight found."""
+    """The graph on every problem through logging proxies, with a Context that sets no opener:
+    the graph reads it from the served template (through the proxy, once per endpoint)."""
     ctx = reasoning.context(**SETTINGS)
+    assert ctx.thinking_opener is None
     opener = preflight.check(ctx).thinking_opener
     with FaultProxy(reasoning.role("base").origin, max_requests=2000) as base, \
             FaultProxy(reasoning.role("small").origin, max_requests=2000) as small:
-        proxied = dataclasses.replace(ctx, thinking_opener=opener or "", base_url=base.url,
-                                      small_url=small.url)
+        proxied = Context(base_url=base.url, small_url=small.url,
+                          base_model=ctx.base_model, small_model=ctx.small_model, **SETTINGS)
         graph = compile_graph()
         finals = [graph.invoke({"problem": p, "threshold": t}, context=proxied)
                   for p, t in zip(PROBLEMS, THRESHOLDS, strict=True)]
@@ -88,6 +90,8 @@ def runs(reasoning):
 
 def test_the_opener_comes_from_the_served_template(runs):
     assert runs.opener == OPENER
+    reads = [e.path for e in runs.base.entries("other") if e.path in ("/tokenize", "/detokenize")]
+    assert reads == ["/tokenize", "/tokenize", "/detokenize"]  # the graph read it once, for all six
     assert preflight.check(runs.pair.context(**SETTINGS)).warnings == []
 
 

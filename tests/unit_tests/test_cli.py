@@ -257,7 +257,7 @@ def test_bench_measures_the_plain_rows_on_the_plain_pair(monkeypatch):
     monkeypatch.setenv("SPECREASON_BASE_URL", "http://elsewhere:9/v1")
     assert cli.context_from_args(args).base_url == "http://elsewhere:9/v1"
     assert cli.context_from_args(args).small_url == "http://127.0.0.1:8102/v1"  # the default's
-    with pytest.raises(cli.CliError, match="--servers: no server config 'nope'"):
+    with pytest.raises(cli.CliError, match="--servers: cannot read the server configuration 'nope'"):
         monkeypatch.delenv("SPECREASON_BASE_URL")
         cli.context_from_args(cli.parser().parse_args(["bench", "--servers", "nope"]))
 
@@ -292,3 +292,22 @@ def test_serve_start_dry_run_prints_each_command_line_and_starts_nothing(capsys,
 def test_dry_run_goes_with_start_only(capsys):
     assert cli.main(["serve", "stop", "--dry-run"]) == 2
     assert "--dry-run goes with start" in capsys.readouterr().err
+
+
+def test_the_servers_config_brings_its_pairs_judge_and_named_endpoints_the_papers(monkeypatch):
+    """`--servers` (default cpu) is a configuration chosen, so its [graph] profile applies; a flag
+    still wins over it; endpoints the user names belong to no configuration: the paper's judge."""
+    from specreason_graph.context import CHOSEN, PAPER_JUDGE, Context
+
+    monkeypatch.delenv("SPECREASON_BASE_URL")
+    monkeypatch.delenv("SPECREASON_SMALL_URL")
+
+    def judge(*argv: str) -> dict:
+        ctx = cli.context_from_args(cli.parser().parse_args(["ask", "q", *argv]))
+        return {k: getattr(ctx, k) for k in CHOSEN}
+
+    cpu = {k: getattr(Context.for_servers("cpu"), k) for k in CHOSEN}
+    assert judge() == cpu != PAPER_JUDGE
+    assert judge("--threshold", "5") == {**cpu, "threshold": 5.0}
+    assert judge("--servers", "cpu-plain") == cpu  # the same pair, the same profile
+    assert judge("--base-url", "http://127.0.0.1:9/v1") == PAPER_JUDGE

@@ -565,9 +565,10 @@ def test_context_rejects_non_http_url():
 
 def test_context_defaults_are_the_papers():
     ctx = Context()
-    assert (ctx.threshold, ctx.score_method, ctx.first_n_base, ctx.token_budget,
-            ctx.max_step_tokens, ctx.judge_top_logprobs, ctx.step_delimiter) == (
-        7.0, "greedy", 0, 8192, 512, 10, "\n\n")
+    assert (ctx.judge, ctx.threshold, ctx.score_method, ctx.first_n_base, ctx.token_budget,
+            ctx.max_step_tokens, ctx.judge_top_logprobs, ctx.step_delimiter, ctx.temperature,
+            ctx.top_p) == ("score", 7.0, "greedy", 0, 8192, 512, 10, "\n\n", 0.6, 0.95)
+    assert ctx.servers is None and ctx.thinking_opener is None  # read from the served template
 
 
 def test_context_falls_back_to_env(monkeypatch):
