@@ -21,6 +21,7 @@ from specreason_graph.cli.common import (
     console,
     context_from_args,
     err,
+    print_table,
     servers_for,
 )
 from specreason_graph.context import Context
@@ -125,12 +126,18 @@ def _run(graph, question: str, gold: str | None, ctx: Context, as_json: bool) ->
 
 
 def _print_step(event: dict[str, Any], out: Console) -> None:
+    """``step 3  small ✗ score 6 < 7 → base rewrote  41 tok, 2.3 s`` and the step's text: who wrote
+    it and what decided it (the event's ``decision``, ``trace.explain``)."""
+    why = escape(event.get("decision") or (f"score {event['score']:g}" if event["score"] is not None
+                                            else ""))
     if event["forced"]:
-        verdict = "[blue]base (forced)[/]"
+        verdict = f"[blue]base[/] {why}"
+    elif event["accepted"] is None:  # small-only: nobody judged it
+        verdict = f"[green]small[/] {why}"
     elif event["accepted"]:
-        verdict = f"[green]small ✓ score {event['score']:.1f}[/]"
+        verdict = f"[green]small ✓[/] {why}"
     else:
-        verdict = f"[red]small ✗ score {event['score']:.1f}[/] → [blue]base rewrote[/]"
+        verdict = f"[red]small ✗[/] {why} → [blue]base rewrote[/]"
     out.print(f"[bold]step {event['index']}[/]  {verdict}  "
               f"[dim]{event['tokens']} tok, {event['ms'] / 1000:.1f} s[/]")
     out.print(event["text"].strip() or "(empty)", markup=False, highlight=False)
@@ -154,4 +161,4 @@ def _print_summary(final: dict[str, Any], trace: list, wall: float, gold: str | 
                             f"({s['judge_cached_tokens']} from cache)")
     table.add_row("time", f"{wall:.1f} s wall: draft {s['draft_s']:.1f} s, judge "
                           f"{s['judge_s']:.1f} s, base {s['base_s']:.1f} s")
-    console.print(table)
+    print_table(table)

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from specreason_graph.cli.common import CliError, console
+from specreason_graph.cli.common import CliError, console, print_table
 from specreason_graph.evaluation import report
 from specreason_graph.evaluation.cost_model import parse_gpu
 from specreason_graph.evaluation.render import COLUMNS, cell, markdown, splice
@@ -54,7 +54,7 @@ def print_report(summary: dict[str, Any]) -> None:
             table.add_column(header, justify="left" if key == "mode" else "right")
     for row in summary["rows"]:
         table.add_row(*(cell(row.get(k), f) for k, _, f in COLUMNS if k in keys))
-    console.print(table, width=None if console.is_terminal else 160)
+    print_table(table)
     for c in summary["paired"]:
         console.print(f"{c['mode']} vs {c['reference']}: accuracy {c['diff']:+.1%} "
                       f"[{c['ci_low']:+.1%}, {c['ci_high']:+.1%}] on {c['problems']} problems"

@@ -18,6 +18,7 @@ from specreason_graph.cli.common import (
     console,
     context_from_args,
     err,
+    print_table,
     servers_for,
 )
 from specreason_graph.context import JUDGE_NAMES, PAPER_JUDGE
@@ -110,7 +111,7 @@ def _print_calibration(found: dict[str, Any], out: Path) -> None:
                       f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "–",
                       cell(row["auroc_problem_label"], "{:.2f}"), cell(row["mean_good"], "{:.2f}"),
                       cell(row["mean_bad"], "{:.2f}"), cell(row["seconds_per_call"], "{:.2f}"))
-    console.print(table)
+    print_table(table)
     for best in found["best_by_judge"]:
         console.print(f"  {best['candidate']}: accepts {best['acceptance']:.0%}, "
                       f"{best['seconds_per_step']:.1f} s/step, sound steps {best['sound_steps']:.0%}"

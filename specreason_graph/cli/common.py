@@ -1,6 +1,6 @@
-"""What the commands share: the consoles, the one-line error, the run-settings flags (one per
-Context field) and the Context they make, the endpoints to use, and starting and checking the
-servers before a command spends their time."""
+"""What the commands share: the consoles and how a table is printed, the one-line error, the
+run-settings flags (one per Context field) and the Context they make, the endpoints to use, and
+starting and checking the servers before a command spends their time."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
 
 from specreason_graph.context import Context
 from specreason_graph.graph import first_request
@@ -30,13 +32,29 @@ class CliError(Exception):
     """A one-line message for the user, no traceback."""
 
 
+def print_table(table: Table, out: Console | None = None) -> None:
+    """Every table a command prints. On a terminal, rich's table in the terminal's width; anywhere
+    else (a pipe, a log file, CI) at the table's full width, so no figure is cut to fit the 80
+    columns rich assumes there."""
+    out = out or console
+    if out.is_terminal:
+        out.print(table)
+        return
+    width = Measurement.get(out, out.options.update_width(100_000), table).maximum
+    wide = Console(file=out.file, width=max(width, out.width), highlight=False, color_system=None)
+    wide.print(table)
+
+
 # --- settings ------------------------------------------------------------------------------------
 
 def add_context_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per Context field (``threshold`` → ``--threshold``), help from its description."""
-    group = parser.add_argument_group("run settings (default: $SPECREASON_<NAME>, else the paper's)")
+    group = parser.add_argument_group("run settings (default: $SPECREASON_<NAME>, else the "
+                                      "--servers config's [graph] profile, else the paper's)")
     hints = typing.get_type_hints(Context)
     for f in dataclasses.fields(Context):
+        if f.name == "servers":  # each command's own --servers (the config it starts) sets it
+            continue
         hint = hints[f.name]
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": _description(f)}
         if typing.get_origin(hint) is list:  # a list of choices: --also-judge yes_no check
@@ -59,13 +77,13 @@ def _description(f: dataclasses.Field) -> str:
 
 def context_from_args(args: argparse.Namespace, **override: Any) -> Context:
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Context)
-             if getattr(args, f.name, None) is not None}
+             if f.name != "servers" and getattr(args, f.name, None) is not None}
     if "step_delimiter" in given or "thinking_opener" in given:  # let shells pass "\n" escapes
         for key in ("step_delimiter", "thinking_opener"):
             if key in given:
                 given[key] = given[key].encode().decode("unicode_escape")
     try:
-        return Context(**{**_local_endpoints(args), **given, **override})
+        return Context(**{"servers": _profile(args), **given, **override})
     except ValidationError as exc:
         problems = "; ".join(_problem(e, set(given) | set(override)) for e in exc.errors())
         raise CliError(f"invalid setting: {problems}") from None
@@ -97,22 +115,11 @@ def user_named_endpoints(args: argparse.Namespace) -> bool:
                 or os.environ.get("SPECREASON_SMALL_URL"))
 
 
-def _local_endpoints(args: argparse.Namespace) -> dict[str, str]:
-    """The endpoints of the ``--servers`` config when the user named none, for the fields the user
-    did not set: ``bench`` measures base-only and its other plain rows on cpu-plain's servers, while
-    the Context's defaults are the CPU default's (whose base server speculates)."""
-    name = getattr(args, "servers", None)
-    if name is None or user_named_endpoints(args):
-        return {}
-    try:
-        local = load_config(name)
-    except (FileNotFoundError, ValueError) as exc:
-        message = str(exc).strip("'\"")
-        raise CliError(f"--servers: {message}") from None
-    base, small = local.role("base"), local.role("small")
-    found = {"base_url": base.url, "base_model": base.served_model_name,
-             "small_url": small.url, "small_model": small.served_model_name}
-    return {k: v for k, v in found.items() if not user_set(args, k)}
+def _profile(args: argparse.Namespace) -> str | None:
+    """The server config whose endpoints and judge profile (its ``[graph]`` table) the Context
+    takes: ``--servers`` (each command's default config) unless the user named endpoints, whose
+    pair no config describes (the paper's judge then, unless set)."""
+    return None if user_named_endpoints(args) else getattr(args, "servers", None)
 
 
 def servers_for(args: argparse.Namespace, ctx: Context, stack: ExitStack,
