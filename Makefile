@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 QUESTION ?= --dataset gsm8k --id 0
 
-.PHONY: install servers demo test unit serverenv integration system postgres postgres-stop \
+.PHONY: install servers servers-gpu demo test unit serverenv integration system postgres postgres-stop \
   unit-latest-openai lint serve stop clean benchmarks benchmarks-specdecode
 
 install: $(VENV)/.installed servers
@@ -20,6 +20,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 servers:
 	bash servers/setup-cpu.sh
+
+# The GPU configs' server environment (CUDA vLLM 0.32.0 at $SPECREASON_HOME/vllm-gpu) and the models of
+# GPU_CONFIG (servers/$(GPU_CONFIG).toml) in the Hugging Face cache; refuses where no NVIDIA GPU is present.
+GPU_CONFIG ?= gpu-qwq32b-r1-1.5b
+servers-gpu: $(VENV)/.installed
+	bash servers/setup-gpu.sh --config $(GPU_CONFIG)
 
 # A real SpecReason answer from the two local vLLM servers (started, then stopped again): the CPU
 # default, servers/cpu.toml, whose base server speculates with the small model as its draft model.

@@ -139,13 +139,13 @@ def _value_after(argv: list[str], flag: str) -> str:
 
 
 @pytest.mark.parametrize("name", ["gpu-qwq32b-r1-1.5b", "gpu-qwq32b-r1-1.5b-specdecode"])
-def test_gpu_configs(name):
+def test_gpu_configs(name, isolated_home):
     s = load_config(name)
     base, small = s.role("base"), s.role("small")
     assert (base.model, base.served_model_name, base.port) == ("Qwen/QwQ-32B", "qwq-32b", 8101)
     assert (small.model, small.served_model_name, small.port) == (
         "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "r1-distill-qwen-1.5b", 8102)
-    assert base.python == small.python == "python3"
+    assert base.python == small.python == f"{isolated_home}/vllm-gpu/bin/python"  # setup-gpu.sh
     assert base.env == {"VLLM_NO_USAGE_STATS": "1", "CUDA_VISIBLE_DEVICES": "0,1"}
     assert small.env == {"VLLM_NO_USAGE_STATS": "1", "CUDA_VISIBLE_DEVICES": "0"}
     assert base.health_timeout == small.health_timeout == 1800.0
