@@ -13,8 +13,10 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def resource_dir(name: str) -> Path:
-    """``<repo>/<name>`` in a checkout (editable install); ``specreason_graph/_data/<name>`` in a wheel."""
-    for candidate in (_PACKAGE.parent / name, _PACKAGE / "_data" / name):
+    """``specreason_graph/_data/<name>`` in a wheel; ``<repo>/<name>`` in a checkout (editable
+    install). The wheel's own copy first: in an installed wheel ``_PACKAGE.parent`` is site-packages,
+    where another distribution may have put a top-level ``data/`` (or ``prompts/``) folder."""
+    for candidate in (_PACKAGE / "_data" / name, _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"cannot find the {name}/ folder next to {_PACKAGE}")

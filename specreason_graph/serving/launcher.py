@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from specreason_graph.resources import resource_dir
 from specreason_graph.serving.config import (
     ENTRYPOINT,
     ServerError,
@@ -216,8 +217,9 @@ def start_one(spec: ServerSpec, *, echo=print) -> int | None:
         echo(f"{spec.role}: already up at {spec.url}")
         return None
     if not Path(spec.python).exists() and os.sep in spec.python:
+        setup = "setup-gpu.sh" if "vllm-gpu" in spec.python else "setup-cpu.sh"
         raise ServerError(f"{spec.role}: no server environment at {spec.python}; "
-                          "run `bash servers/setup-cpu.sh` first")
+                          f"run `bash {resource_dir('servers') / setup}` first")
     starting = server_pids(spec)
     if starting:
         echo(f"{spec.role}: a server is already starting on port {spec.port} (pid "
