@@ -12,20 +12,13 @@ from specreason_graph import compile_graph, rules
 from specreason_graph.evaluation import datasets
 from specreason_graph.trace import judge_reads
 from tests.integration_tests.conftest import metric
+from tests.streams import run_streamed
 
 GSM8K = datasets.get("gsm8k", "1")  # "A robe takes 2 bolts of blue fiber and half that much white..."
 
 
 def run(context, problem=GSM8K.question):
-    events = []
-    final = None
-    for mode, chunk in compile_graph().stream({"problem": problem}, context=context,
-                                              stream_mode=["custom", "values"]):
-        if mode == "custom":
-            events.append(chunk)
-        else:
-            final = chunk
-    return final, events
+    return run_streamed(compile_graph(), {"problem": problem}, context)
 
 
 def test_gsm8k_question_runs_to_a_stop_with_real_scores(context_of):

@@ -19,6 +19,7 @@ from specreason_graph.cli.bench_report import print_report
 from specreason_graph.cli.common import print_table
 from specreason_graph.trace import explain
 from tests.fakes import ScriptedModel, prompt_logprobs, score, step
+from tests.streams import run_streamed
 
 PAPER = {"judge": "score", "threshold": 7.0, "score_method": "greedy"}
 CASCADE = "check:1-10,confidence:3-8,yes_no"
@@ -28,15 +29,7 @@ def run(small_script, base_script, **ctx: Any) -> tuple[dict, list[dict]]:
     """The final state and the custom stream's events of one run with scripted models."""
     small, base = ScriptedModel(script=small_script), ScriptedModel(script=base_script)
     graph = build_graph(small=small, base=base).compile()
-    final: dict = {}
-    events: list[dict] = []
-    for mode, chunk in graph.stream({"problem": "What is 1 + 2?"}, context=Context(**{**PAPER, **ctx}),
-                                    stream_mode=["custom", "values"]):
-        if mode == "custom":
-            events.append(chunk)
-        else:
-            final = chunk
-    return final, events
+    return run_streamed(graph, {"problem": "What is 1 + 2?"}, Context(**{**PAPER, **ctx}))
 
 
 def base_script(steps=(), judge_replies=(), likelihood=()):
