@@ -159,6 +159,9 @@ class Context:
         "do not count)."))
     max_step_tokens: int = Field(default_factory=_env("max_step_tokens", 512), gt=0, description=(
         "Cap on new tokens per step; a step cut by the cap is kept and marked."))
+    reply_tokens: int = Field(default_factory=_env("reply_tokens", 1024), gt=0, description=(
+        "Cap on the base model's reply to a conversation (messages in, the reply after the "
+        "reasoning): its max_tokens."))
     temperature: float = Field(default_factory=_env("temperature", 0.6), ge=0, le=2, description=(
         "Sampling temperature for drafting and regenerating steps (the judge is always greedy)."))
     top_p: float = Field(default_factory=_env("top_p", 0.95), gt=0, le=1, description=(

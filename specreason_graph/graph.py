@@ -64,17 +64,42 @@ def _record(state: State, **fields: object) -> StepRecord:
 # --- nodes -------------------------------------------------------------------------------------
 
 def setup(state: InputState, runtime: Runtime[Context], opener: str) -> dict:
-    """Check the problem and render it into the prompt once; note the thinking opener every step
-    pre-fills (``Context.thinking_opener``, else the served chat template's); start a fresh trace."""
-    problem = rules.checked_problem(state.get("problem"))
+    """Check the input and render it once, so every call sends identical bytes: a problem into its
+    prompt, or a conversation into the messages every call starts with (``prompts.conversation``);
+    note the thinking opener every step pre-fills (``Context.thinking_opener``, else the served
+    chat template's); start a fresh trace."""
+    ctx = context.of(runtime)
     threshold = state.get("threshold")
     if threshold is not None and not rules.is_threshold(threshold):
         raise ValueError(f"threshold must be a number from {rules.THRESHOLD_MIN:g} to "
                          f"{rules.THRESHOLD_MAX:g}, got {threshold!r}")
-    ctx = context.of(runtime)
-    return {"user_prompt": prompts.render_problem(ctx.prompt, problem, ctx.prompt_set),
-            "thinking_opener": opener, "steps": Overwrite([]), "trace": Overwrite([]), "kept_tokens": 0,
-            "pending": None, "stop_reason": None, "answer": None}
+    if state.get("messages") is None:
+        problem = rules.checked_problem(state.get("problem"))
+        if state.get("tools") or state.get("stop"):
+            raise ValueError("tools and stop go with messages (a conversation to reply to), "
+                             "not with a problem")
+        head: dict = {"user_prompt": prompts.render_problem(ctx.prompt, problem, ctx.prompt_set),
+                      "conversation": None}
+    else:
+        if state.get("problem") is not None:
+            raise ValueError("give a problem or messages, not both")
+        if ctx.one_request:
+            raise ValueError("one_request is a baseline for problems; to reply to a conversation "
+                             "with one model alone, call that model directly")
+        head = {"user_prompt": "", "conversation": prompts.conversation(state["messages"],
+                                                                         ctx.prompt_set)}
+    return {**head, "thinking_opener": opener, "steps": Overwrite([]), "trace": Overwrite([]),
+            "kept_tokens": 0, "pending": None, "stop_reason": None, "answer": None, "reply": None}
+
+
+def _head(state: State) -> prompts.Head:
+    """What every call of the run starts with: the conversation, else the problem's prompt."""
+    return state.get("conversation") or state["user_prompt"]
+
+
+def _tools(state: State) -> models.Tools:
+    """The conversation's tools, sent with every call (rendered into the shared prefix)."""
+    return tuple(state.get("tools") or ()) if state.get("conversation") else ()
 
 
 def _opener(state: State, ctx: Context) -> str:
@@ -86,8 +111,8 @@ def _opener(state: State, ctx: Context) -> str:
 def _write(role: Role, state: State, ctx: Context) -> Step:
     """The next step from ``role``, continuing the kept steps (the same call for both models)."""
     messages, continue_final = prompts.step_messages(
-        state["user_prompt"], state["steps"], _opener(state, ctx), ctx.step_delimiter)
-    return Step.of(role, ctx, messages, continue_final=continue_final)
+        _head(state), state["steps"], _opener(state, ctx), ctx.step_delimiter)
+    return Step.of(role, ctx, messages, continue_final=continue_final, tools=_tools(state))
 
 
 def draft(state: State, runtime: Runtime[Context]) -> Calls[dict]:
@@ -105,8 +130,8 @@ def judge(state: State, runtime: Runtime[Context]) -> Calls[dict]:
     ctx = context.of(runtime)
     pending = state["pending"]
     assert pending is not None and pending["draft"] is not None
-    case = judges.Case(state["user_prompt"], state["steps"], pending["draft"],
-                       pending["draft_logprobs"], _opener(state, ctx))
+    case = judges.Case(_head(state), state["steps"], pending["draft"],
+                       pending["draft_logprobs"], _opener(state, ctx), _tools(state))
     verdict = yield from judges.ask(ctx.judge, case, ctx)
     seen = {ctx.judge: verdict.record()}
     for name in ctx.also_judge:
@@ -158,6 +183,24 @@ def base_step(state: State, runtime: Runtime[Context]) -> Calls[dict]:
         base_ms=reply.ms)}
 
 
+def reply(state: State, runtime: Runtime[Context]) -> Calls[dict]:
+    """A conversation's reply, once the reasoning has stopped: the base model, given the kept
+    steps as its thinking, answers or calls the offered tools (``tool_choice``)."""
+    ctx = context.of(runtime)
+    conversation = state.get("conversation")
+    assert conversation is not None
+    answer = yield from reply_to(models.Respond(
+        prompts.reply_messages(conversation, state["steps"], _opener(state, ctx),
+                               ctx.step_delimiter, ctx.prompt_set),
+        max_tokens=ctx.reply_tokens, temperature=ctx.temperature, top_p=ctx.top_p, seed=ctx.seed,
+        tools=_tools(state), tool_choice=state.get("tool_choice"),
+        stop=tuple(state.get("stop") or ())))
+    runtime.stream_writer({"event": "reply", "text": answer.message.text,
+                           "tool_calls": answer.message.tool_calls, "tokens": answer.tokens,
+                           "ms": round(answer.ms, 1)})
+    return {"reply": answer.message}
+
+
 class InRun(RunnableLambda):
     """A ``RunnableLambda`` of a sync and an async function that runs in its caller's run instead of
     opening one of its own, as LangGraph's nodes and routers made of plain functions do: a node
@@ -195,7 +238,8 @@ def calls_model(pair: Models, role: Role | Callable[[Context], Role],
         steps = state.get("steps") or []
         if isinstance(exc, ContextFull):
             if not steps:  # nothing fits: bad input, not a stop
-                raise ValueError(f"the problem does not fit the {who} model's context at "
+                what = "conversation" if state.get("conversation") else "problem"
+                raise ValueError(f"the {what} does not fit the {who} model's context at "
                                  f"{url}: {exc}") from None
             runtime.stream_writer({"event": "stop", "stop_reason": "context_full",
                                    "detail": str(exc)})
@@ -245,17 +289,22 @@ def commit(state: State, runtime: Runtime[Context]) -> dict:
 
 # --- routers -----------------------------------------------------------------------------------
 
-def next_step(state: State, runtime: Runtime[Context]) -> Literal["base_step", "draft", "__end__"]:
-    """Stop once a stop reason is recorded; else the base model writes the first N, the small the rest."""
+def next_step(state: State, runtime: Runtime[Context]
+              ) -> Literal["base_step", "draft", "reply", "__end__"]:
+    """Once a stop reason is recorded, a conversation gets its reply and a problem ends; else the
+    base model writes the first N steps, the small one the rest."""
     if state.get("stop_reason"):
-        return "__end__"
+        return "reply" if state.get("conversation") else "__end__"
     return "base_step" if len(state["steps"]) < context.of(runtime).first_n_base else "draft"
 
 
 def first_step(state: State, runtime: Runtime[Context]
-               ) -> Literal["one_request", "base_step", "draft", "__end__"]:
-    """The first step as any other, except for the one-request baselines: one model writes it all."""
-    return "one_request" if context.of(runtime).one_request else next_step(state, runtime)
+               ) -> Literal["one_request", "base_step", "draft"]:
+    """The first step as any other (no stop reason yet), except for the one-request baselines: one
+    model writes it all."""
+    if context.of(runtime).one_request:
+        return "one_request"
+    return "base_step" if len(state["steps"]) < context.of(runtime).first_n_base else "draft"
 
 
 def by_score(state: State) -> Literal["commit", "regenerate", "__end__"]:
@@ -353,6 +402,7 @@ def build_graph(*, small: BaseChatModel | None = None, base: BaseChatModel | Non
     builder.add_node("one_request", calls_model(pair, lambda ctx: ctx.one_request or "base",
                                                 one_request), retry_policy=retry)
     builder.add_node("commit", inline(commit))
+    builder.add_node("reply", calls_model(pair, "base", reply), retry_policy=retry)
 
     builder.add_edge(START, "setup")
     builder.add_conditional_edges("setup", inline(first_step))
@@ -362,6 +412,7 @@ def build_graph(*, small: BaseChatModel | None = None, base: BaseChatModel | Non
     builder.add_conditional_edges("base_step", inline(after_base))
     builder.add_edge("one_request", END)
     builder.add_conditional_edges("commit", inline(next_step))
+    builder.add_edge("reply", END)
     return builder
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Any, Literal, NotRequired
 
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
 from typing_extensions import TypedDict
 
 Role = Literal["small", "base"]
@@ -85,10 +86,21 @@ class StepRecord(TypedDict):
 
 
 class InputState(TypedDict):
-    """What a caller provides."""
+    """What a caller provides: a ``problem`` (reasoned about and answered in the steps), or a
+    conversation, ``messages`` (reasoned about, then replied to by the base model: ``reply``)."""
 
-    problem: str
+    problem: NotRequired[str]
     """The question, as plain text (multiple-choice options included in the text)."""
+    messages: NotRequired[list[AnyMessage]]
+    """A chat conversation (system, human, AI with tool calls, tool results), instead of a problem:
+    the models reason about how to reply to it, then the base model writes the reply."""
+    tools: NotRequired[list[dict[str, Any]] | None]
+    """With ``messages``: the tools the reply may call, as OpenAI function schemas. Every call of
+    the run sends them, so the served chat template renders them once into the shared prefix."""
+    tool_choice: NotRequired[str | dict[str, Any] | None]
+    """With ``tools``: "auto" (the default), "required", "none" or one named function."""
+    stop: NotRequired[list[str] | None]
+    """With ``messages``: stop sequences of the reply."""
     threshold: NotRequired[float | None]
     """Per-problem override of Context.threshold (an agent retrying more strictly sets it)."""
 
@@ -96,7 +108,7 @@ class InputState(TypedDict):
 class OutputState(TypedDict):
     """What a caller gets back."""
 
-    problem: str
+    problem: NotRequired[str]
     steps: list[str]
     """The kept reasoning steps, in order."""
     trace: list[StepRecord]
@@ -105,15 +117,25 @@ class OutputState(TypedDict):
     stop_reason: StopReason | None
     answer: str | None
     """Contents of the last \\boxed{} (or 'Answer:' line) of the last kept step, if any."""
+    reply: NotRequired[AIMessage | None]
+    """With ``messages``: the base model's reply after the reasoning (text or tool calls)."""
 
 
 class State(TypedDict):
     """Everything the graph keeps while it reasons."""
 
-    problem: str
+    problem: NotRequired[str]
+    messages: NotRequired[list[AnyMessage]]
+    tools: NotRequired[list[dict[str, Any]] | None]
+    tool_choice: NotRequired[str | dict[str, Any] | None]
+    stop: NotRequired[list[str] | None]
     threshold: NotRequired[float | None]
     user_prompt: NotRequired[str]
     """The problem rendered into the prompt file once, so every call sends identical bytes."""
+    conversation: NotRequired[list[BaseMessage] | None]
+    """With ``messages``: the conversation as every call sends it (``prompts.conversation``: the
+    messages as the models take them, then the turn asking to reason), built once; None for a
+    problem."""
     thinking_opener: NotRequired[str]
     """What every step pre-fills the assistant turn with (``Context.thinking_opener``, else the
     served chat template's: ``<think>\n`` for reasoning models, "" for instruct ones)."""
@@ -124,3 +146,4 @@ class State(TypedDict):
     """The step under decision; None between steps."""
     stop_reason: NotRequired[StopReason | None]
     answer: NotRequired[str | None]
+    reply: NotRequired[AIMessage | None]

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from langchain_core.messages import BaseMessage
+
 from specreason_graph.context import Context
-from specreason_graph.models import Calls
+from specreason_graph.models import Calls, Tools
 
 
 @dataclass(frozen=True)
 class Case:
     """One draft to judge, with everything a judge may read."""
 
-    user_prompt: str
-    """The problem as rendered into the prompt (the user turn every call sends)."""
+    user_prompt: str | Sequence[BaseMessage]
+    """What every call starts with: the problem rendered into its prompt (the user turn), or a
+    conversation's messages (``prompts.conversation``)."""
     steps: list[str]
     """The steps kept so far (the draft's prefix)."""
     draft: str
@@ -23,6 +27,8 @@ class Case:
     """The small model's log-probability of each draft token (None: the server sent none)."""
     thinking_opener: str = ""
     """What the run pre-fills the assistant turn with (the state's, as ``setup`` found it)."""
+    tools: Tools = ()
+    """The tools a conversation offers: a judge's call sends them too, for the same prefix."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ class LikelihoodJudge:
     def __call__(self, case: Case, ctx: Context) -> Calls[Verdict]:
         read = yield from reply_to(PromptLogprobs("base", prompts.draft_messages(
             case.user_prompt, case.steps, case.draft, case.thinking_opener, ctx.step_delimiter),
-            case.draft))
+            case.draft, case.tools))
         lps = read.logprobs
         return Verdict(
             score=rules.probability_score(lps), prompt_tokens=read.prompt_tokens,

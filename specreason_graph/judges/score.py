@@ -16,7 +16,7 @@ class ScoreJudge:
     def __call__(self, case: Case, ctx: Context) -> Calls[Verdict]:
         reply = yield from reply_to(JudgeToken(prompts.judge_messages(
             case.user_prompt, case.steps, case.draft, case.thinking_opener, ctx.step_delimiter,
-            prompt_set=ctx.prompt_set), ctx.judge_top_logprobs))
+            prompt_set=ctx.prompt_set), ctx.judge_top_logprobs, tools=case.tools))
         score = (rules.greedy_score(reply.token) if ctx.score_method == "greedy"
                  else rules.expected_score(reply.top_logprobs))
         return Verdict(score=score, token=reply.token, alternatives=reply.top_logprobs,

@@ -17,7 +17,7 @@ class YesNoJudge:
     def __call__(self, case: Case, ctx: Context) -> Calls[Verdict]:
         reply = yield from reply_to(JudgeToken(prompts.judge_messages(
             case.user_prompt, case.steps, case.draft, case.thinking_opener, ctx.step_delimiter,
-            question="judge_yes_no", prompt_set=ctx.prompt_set), ctx.judge_top_logprobs))
+            question="judge_yes_no", prompt_set=ctx.prompt_set), ctx.judge_top_logprobs, tools=case.tools))
         p_yes = rules.yes_probability(reply.top_logprobs, reply.token)
         error = reply.error or (None if p_yes is not None else
                                 f"neither Yes nor No among the judge's tokens ({reply.token!r})")

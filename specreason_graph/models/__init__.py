@@ -26,6 +26,7 @@ The package, by where a reader would look:
 """
 
 from specreason_graph.models.calls import (
+    Answer,
     Call,
     Calls,
     Completion,
@@ -33,9 +34,11 @@ from specreason_graph.models.calls import (
     JudgeToken,
     PromptLogprobs,
     Reply,
+    Respond,
     Step,
     StepReply,
     TextLogprobs,
+    Tools,
     reply_to,
 )
 from specreason_graph.models.clients import VLLMChatOpenAI, async_chat_model, chat_model
@@ -52,8 +55,8 @@ from specreason_graph.models.errors import (
 from specreason_graph.state import Role
 
 __all__ = [
-    "RETRY", "SERVER_ERRORS", "Call", "Calls", "Completion", "ContextFull", "JudgeReply",
-    "JudgeToken", "MalformedReply", "ModelCallError", "Models", "PromptLogprobs", "Reply", "Role",
-    "Step", "StepReply", "TextLogprobs", "VLLMChatOpenAI", "async_chat_model", "asend", "chat_model",
+    "RETRY", "SERVER_ERRORS", "Answer", "Call", "Calls", "Completion", "ContextFull", "JudgeReply",
+    "JudgeToken", "MalformedReply", "ModelCallError", "Models", "PromptLogprobs", "Reply", "Respond", "Role",
+    "Step", "StepReply", "TextLogprobs", "Tools", "VLLMChatOpenAI", "async_chat_model", "asend", "chat_model",
     "finish", "not_a_completion", "reply_to", "send", "transient",
 ]

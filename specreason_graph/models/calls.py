@@ -57,6 +57,19 @@ class JudgeReply:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """The base model's reply to a conversation, as LangChain reads it: ``message.text`` and
+    ``message.tool_calls`` (calls whose arguments are not JSON are in ``invalid_tool_calls``)."""
+
+    message: AIMessage
+    tokens: int
+    prompt_tokens: int
+    cached_tokens: int | None
+    finish_reason: str | None
+    ms: float
+
+
+@dataclass(frozen=True)
 class Reply:
     """A plain completion (no step delimiter)."""
 
@@ -114,6 +127,17 @@ def reply_to(call: Call[R]) -> Generator[Call[R], R, R]:
 
 # --- the calls ---------------------------------------------------------------------------------
 
+Tools = tuple[dict[str, Any], ...]
+"""OpenAI function schemas a conversation offers. Every call of its run sends them: the served chat
+template renders them into the prompt (Qwen's and Hermes-style templates: into the system turn), so
+the prefix every call shares is the same bytes; only the reply may call one (``tool_choice``)."""
+
+
+def _rendered(tools: Tools) -> dict[str, Any]:
+    """The request fields that render ``tools`` without letting the model call one."""
+    return {"tools": list(tools), "tool_choice": "none"} if tools else {}
+
+
 @dataclass(frozen=True)
 class Step(Call[StepReply]):
     """Generate up to the next delimiter (continuing the pre-filled assistant turn if asked)."""
@@ -126,18 +150,20 @@ class Step(Call[StepReply]):
     temperature: float
     top_p: float
     seed: int | None = None
+    tools: Tools = ()
 
     @classmethod
     def of(cls, role: Role, ctx: Context, messages: list[BaseMessage], *,
-           continue_final: bool) -> Step:
+           continue_final: bool, tools: Tools = ()) -> Step:
         """The next step from ``role`` with the run's delimiter, step length and sampling."""
         return cls(role, messages, continue_final, ctx.step_delimiter, ctx.max_step_tokens,
-                   ctx.temperature, ctx.top_p, ctx.seed)
+                   ctx.temperature, ctx.top_p, ctx.seed, tools)
 
     def params(self) -> dict[str, Any]:
         return {"stop": [self.delimiter], "max_tokens": self.max_tokens,
                 "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
                 "logprobs": True,  # the draft's own confidence, free with it (`confidence` judge)
+                **_rendered(self.tools),
                 "extra_body": {"continue_final_message": self.continue_final,
                                "add_generation_prompt": not self.continue_final,
                                "include_stop_str_in_output": True}}
@@ -183,6 +209,38 @@ class Completion(Call[Reply]):
 
 
 @dataclass(frozen=True)
+class Respond(Call[Answer]):
+    """The base model's reply to a conversation after its reasoning: text, or calls of the offered
+    tools as ``tool_choice`` allows (vLLM's tool-call parser reads them from the reply)."""
+
+    messages: list[BaseMessage]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None = None
+    tools: Tools = ()
+    tool_choice: str | dict[str, Any] | None = None
+    stop: tuple[str, ...] = ()
+    role: Role = "base"
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature,
+                                  "top_p": self.top_p, "seed": self.seed}
+        if self.tools:
+            params["tools"] = list(self.tools)
+            params["tool_choice"] = self.tool_choice or "auto"
+        if self.stop:
+            params["stop"] = list(self.stop)
+        return params
+
+    def read(self, reply: AIMessage, ms: float) -> Answer:
+        prompt_tokens, tokens, cached = _usage(reply)
+        return Answer(message=reply, tokens=tokens, prompt_tokens=prompt_tokens,
+                      cached_tokens=cached,
+                      finish_reason=reply.response_metadata.get("finish_reason"), ms=ms)
+
+
+@dataclass(frozen=True)
 class JudgeToken(Call[JudgeReply]):
     """One greedy token of the base model after the pre-filled score prefix, with the top
     alternatives' logprobs."""
@@ -190,10 +248,11 @@ class JudgeToken(Call[JudgeReply]):
     messages: list[BaseMessage]
     top_logprobs: int
     role: Role = "base"
+    tools: Tools = ()
 
     def params(self) -> dict[str, Any]:
         return {"max_tokens": 1, "temperature": 0.0, "logprobs": True,
-                "top_logprobs": self.top_logprobs,
+                "top_logprobs": self.top_logprobs, **_rendered(self.tools),
                 "extra_body": {"continue_final_message": True, "add_generation_prompt": False}}
 
     def read(self, reply: AIMessage, ms: float) -> JudgeReply:
@@ -222,9 +281,10 @@ class PromptLogprobs(Call[TextLogprobs]):
     role: Role
     messages: list[BaseMessage]
     text: str
+    tools: Tools = ()
 
     def params(self) -> dict[str, Any]:
-        return {"max_tokens": 1, "temperature": 0.0,
+        return {"max_tokens": 1, "temperature": 0.0, **_rendered(self.tools),
                 "extra_body": {"prompt_logprobs": 0, "continue_final_message": True,
                                "add_generation_prompt": False}}
 

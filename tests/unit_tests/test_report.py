@@ -429,7 +429,7 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def benchmark(tmp_path_factory):
+def scripted_benchmark(tmp_path_factory):
     """gsm8k 0 and 1, three modes: base-only answers 3 (right on 1), the small model 18 (right
     on 0), the judge scores 9 so SpecReason keeps every draft."""
     out = tmp_path_factory.mktemp("bench")
@@ -444,12 +444,12 @@ def benchmark(tmp_path_factory):
     return out
 
 
-def test_build_writes_every_file(benchmark):
-    summary = report.build(benchmark, gpu=GPU_PROFILES["paper-2xA6000"])
+def test_build_writes_every_file(scripted_benchmark):
+    summary = report.build(scripted_benchmark, gpu=GPU_PROFILES["paper-2xA6000"])
     names = ["base-only", "small-only", "specreason", "specreason t=5 expected"]
     for name in ("accuracy_latency.png", "threshold_sweep.png"):
-        assert (benchmark / name).read_bytes()[:8] == PNG_MAGIC
-    assert json.loads((benchmark / "summary.json").read_text()) == json.loads(
+        assert (scripted_benchmark / name).read_bytes()[:8] == PNG_MAGIC
+    assert json.loads((scripted_benchmark / "summary.json").read_text()) == json.loads(
         json.dumps(summary, default=str))
     assert summary["title"].startswith("gsm8k, 2 problems, concurrency")
     assert summary["concurrency"] == [2]
@@ -464,7 +464,7 @@ def test_build_writes_every_file(benchmark):
     assert summary["settings"]["modes"]["specreason t=5 expected"]["score_method"] == "expected"
     assert all(not k.startswith("metrics") for s in summary["segments"] for k in s)
 
-    md = (benchmark / "summary.md").read_text()
+    md = (scripted_benchmark / "summary.md").read_text()
     for name in names:  # the table, the paired comparison (not base-only) and the cost model
         rows = sum(line.startswith(f"| {name} |") for line in md.splitlines())
         # + the table against the frontier (not the two baselines it is drawn from)
@@ -472,12 +472,12 @@ def test_build_writes_every_file(benchmark):
     assert "GPU projection: QwQ-32B" in md
     assert "| mode vs base-only | problems |" in md
 
-    table = list(csv.DictReader(io.StringIO((benchmark / "summary.csv").read_text())))
+    table = list(csv.DictReader(io.StringIO((scripted_benchmark / "summary.csv").read_text())))
     assert sorted(r["mode"] for r in table) == names and {r["runs"] for r in table} == {"2"}
 
 
-def test_build_with_a_title_and_without_meta(benchmark, tmp_path):
-    (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
+def test_build_with_a_title_and_without_meta(scripted_benchmark, tmp_path):
+    (tmp_path / RUNS_FILE).write_text((scripted_benchmark / RUNS_FILE).read_text())
     summary = report.build(tmp_path, title="mine")
     assert summary["title"] == "mine" and summary["settings"] is None
     assert summary["concurrency"] == [2] and "gpu" not in summary["cost_model"]  # from the runs
@@ -558,8 +558,8 @@ def _rewrite(out, change) -> None:
     (out / RUNS_FILE).write_text(text)
 
 
-def test_the_report_refuses_runs_taken_at_different_concurrency(benchmark, tmp_path):
-    (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
+def test_the_report_refuses_runs_taken_at_different_concurrency(scripted_benchmark, tmp_path):
+    (tmp_path / RUNS_FILE).write_text((scripted_benchmark / RUNS_FILE).read_text())
     _rewrite(tmp_path, lambda i, r: {**r, "concurrency": 1 if i < 3 else 2})
     with pytest.raises(ValueError, match=r"mixes runs taken at concurrency 1 \(3 runs\) and 2 \(5 "
                                          r"runs\): a speedup between them would measure the load"):
@@ -567,8 +567,8 @@ def test_the_report_refuses_runs_taken_at_different_concurrency(benchmark, tmp_p
     assert not (tmp_path / "summary.md").exists()
 
 
-def test_the_report_counts_runs_that_saw_more_requests_than_the_bench_had(benchmark, tmp_path):
-    (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
+def test_the_report_counts_runs_that_saw_more_requests_than_the_bench_had(scripted_benchmark, tmp_path):
+    (tmp_path / RUNS_FILE).write_text((scripted_benchmark / RUNS_FILE).read_text())
     _rewrite(tmp_path, lambda i, r: {**r, "load": {"samples": 4, "peak_requests": 2 + 3 * (i == 5),
                                                    "others": float(3 * (i == 5)),
                                                    "excess_samples": 2 * (i == 5)}})
@@ -585,10 +585,10 @@ def test_the_report_counts_runs_that_saw_more_requests_than_the_bench_had(benchm
     assert "none saw more requests than the bench's own." in (tmp_path / "summary.md").read_text()
 
 
-def test_the_report_refuses_runs_taken_alongside_another_client(benchmark, tmp_path):
+def test_the_report_refuses_runs_taken_alongside_another_client(scripted_benchmark, tmp_path):
     """Under the watch that reads a gauge only on a server whose token counters move, a lasting
     excess is another client's: the report refuses the folder and says how to measure again."""
-    (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
+    (tmp_path / RUNS_FILE).write_text((scripted_benchmark / RUNS_FILE).read_text())
     checked = {"samples": 30, "peak_requests": 2, "others": 0.0, "excess_samples": 1,
                "stale_samples": 4}
     _rewrite(tmp_path, lambda i, r: {**r, "load": {**checked, "others": float(i in (2, 5))}})
@@ -608,11 +608,11 @@ def test_the_report_refuses_runs_taken_alongside_another_client(benchmark, tmp_p
             "counted an excess).") in (tmp_path / "summary.md").read_text()
 
 
-def test_a_peak_only_load_record_has_no_verdict(benchmark, tmp_path):
+def test_a_peak_only_load_record_has_no_verdict(scripted_benchmark, tmp_path):
     """The first LoadWatch kept only the peak, which vLLM's gauge lag after a stop string can
     raise by one: such records are counted as unknown, neither refused nor run again."""
     from specreason_graph.evaluation.stats import saw_others
-    (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
+    (tmp_path / RUNS_FILE).write_text((scripted_benchmark / RUNS_FILE).read_text())
     _rewrite(tmp_path, lambda i, r: {**r, "load": {"samples": 9, "peak_requests": 3, "others": 1.0}})
     summary = report.build(tmp_path)
     assert summary["load"]["load_unknown"] == 8
@@ -628,8 +628,8 @@ def test_a_peak_only_load_record_has_no_verdict(benchmark, tmp_path):
     assert saw_others({"load": {"samples": 9, "peak_requests": 3, "others": 1.0, "excess_samples": 2}})
 
 
-def test_runs_recorded_before_loads_were_are_counted_not_refused(benchmark, tmp_path):
-    (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
+def test_runs_recorded_before_loads_were_are_counted_not_refused(scripted_benchmark, tmp_path):
+    (tmp_path / RUNS_FILE).write_text((scripted_benchmark / RUNS_FILE).read_text())
     _rewrite(tmp_path, lambda i, r: {k: v for k, v in r.items() if k != "load"})
     summary = report.build(tmp_path)
     assert summary["load"]["load_unknown"] == 8
@@ -701,14 +701,15 @@ def test_the_one_in_flight_check_without_a_reference_says_so():
     assert "Not checked: no base-only" in cost_check_markdown({**check, "fitted_on": "x"})
 
 
-def test_bench_report_cost_check_from_the_command_line(benchmark, tmp_path, capsys):
+def test_bench_report_cost_check_from_the_command_line(scripted_benchmark, tmp_path, capsys):
     from specreason_graph import cli
-    (tmp_path / RUNS_FILE).write_text((benchmark / RUNS_FILE).read_text())
-    (tmp_path / "meta.json").write_text((benchmark / "meta.json").read_text())
-    assert cli.main(["bench-report", str(tmp_path), "--cost-check", str(benchmark)]) == 0
+    (tmp_path / RUNS_FILE).write_text((scripted_benchmark / RUNS_FILE).read_text())
+    (tmp_path / "meta.json").write_text((scripted_benchmark / "meta.json").read_text())
+    assert cli.main(["bench-report", str(tmp_path), "--cost-check", str(scripted_benchmark)]) == 0
     text = (tmp_path / "summary.md").read_text()
-    assert f"Predicted from the calls of `{benchmark}`" in text and "| specreason | specreason |" in text
-    assert cli.main(["bench-report", str(tmp_path), "--cost-check", str(benchmark),
+    assert f"Predicted from the calls of `{scripted_benchmark}`" in text
+    assert "| specreason | specreason |" in text
+    assert cli.main(["bench-report", str(tmp_path), "--cost-check", str(scripted_benchmark),
                      "--check-speeds", "1,2"]) == 2
     assert "--check-speeds takes one of" in capsys.readouterr().err
     assert cli.main(["bench-report", str(tmp_path), "--cost-check", str(tmp_path / "none")]) == 2
