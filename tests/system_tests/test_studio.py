@@ -101,3 +101,29 @@ def test_cancelling_a_run_through_the_sdk_aborts_its_request_on_the_server(studi
     assert time.monotonic() - started < 10, f"{RUNNING} took too long to fall"
     assert studio.runs.get(thread["thread_id"], run["run_id"])["status"] in ("interrupted",
                                                                               "cancelled")
+
+
+def test_the_agent_streams_its_reasoning_steps_as_they_are_kept(studio):
+    """``graphs/agent.py`` (create_agent over ChatSpecReason) through the SDK: the model's reasoning
+    arrives as message chunks, one per kept step, before its reply; the tool is called and its
+    result answers the question."""
+    agent = next(a for a in studio.assistants.search(limit=50) if a["graph_id"] == "agent")
+    thread = studio.threads.create()
+    chunks = []
+    for part in studio.runs.stream(thread["thread_id"], agent["assistant_id"], input={
+            "messages": [{"role": "user", "content": "Use the calculator to compute 1234 * 5678, "
+                                                     "then tell me the result."}]},
+            stream_mode="messages-tuple"):
+        if part.event == "messages":
+            message, _ = part.data
+            chunks.append(message)
+    kinds = [{b.get("type") for b in c["content"]} if isinstance(c["content"], list) else {"text"}
+             for c in chunks if c.get("type") == "AIMessageChunk"]
+    first_call = next(i for i, c in enumerate(chunks) if c.get("tool_call_chunks"))
+    assert any("reasoning" in k for k in kinds[:first_call]), "no reasoning streamed before the call"
+    messages = studio.threads.get_state(thread["thread_id"])["values"]["messages"]
+    assert [m["content"] for m in messages if m["type"] == "tool"] == ["7006652"]
+    final = messages[-1]
+    text = "".join(b.get("text", "") for b in final["content"]) if isinstance(
+        final["content"], list) else final["content"]
+    assert final["type"] == "ai" and "7006652" in text.replace(",", "")
