@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 QUESTION ?= --dataset gsm8k --id 0
 
-.PHONY: install servers servers-gpu demo test unit serverenv integration system postgres postgres-stop \
+.PHONY: install servers servers-gpu demo test unit serverenv integration system standard postgres postgres-stop \
   unit-latest-openai lint serve stop clean benchmarks benchmarks-specdecode
 
 install: $(VENV)/.installed servers
@@ -51,6 +51,11 @@ integration: install
 
 system: install postgres
 	$(BIN)/python -m pytest tests/system_tests
+
+# LangChain's standard chat-model integration tests (langchain-tests) on ChatSpecReason against the
+# real servers, about 12 minutes: kept out of `make test`; CI runs them as a step of their own.
+standard: install
+	$(BIN)/python -m pytest -m langchain_standard tests/integration_tests/test_chat_standard_real.py
 
 # The PostgreSQL server of the system tests: installs Debian's postgresql if missing (root), starts a
 # loopback-only throwaway cluster on 127.0.0.1:8132 unless it answers (tests/postgres.sh).
