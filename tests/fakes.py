@@ -148,6 +148,17 @@ def by_kind(steps: Iterable[AIMessage], scores: Iterable[AIMessage]) -> Callable
     return respond
 
 
+def context_full_error() -> openai.BadRequestError:
+    """What vLLM answers a request longer than the model's context (as the openai client raises it)."""
+    import httpx
+
+    request = httpx.Request("POST", "http://127.0.0.1:8101/v1/chat/completions")
+    response = httpx.Response(400, request=request)
+    return openai.BadRequestError(
+        "This model's maximum context length is 10240 tokens. However, your prompt contains "
+        "10300 input tokens", response=response, body=None)
+
+
 def server_gone() -> openai.APIConnectionError:
     """The error the openai client raises when a server refuses the connection, raised by the client
     itself against a port nobody listens on (its constructor's arguments change between releases:

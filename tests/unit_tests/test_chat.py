@@ -21,8 +21,8 @@ from langchain_core.tools import tool
 from pydantic import BaseModel
 
 from specreason_graph import ChatSpecReason, Context, compile_graph, prompts
-from specreason_graph.chat import tool_choice_for
-from tests.fakes import ScriptedModel, score, step
+from specreason_graph.chat import NoReply, tool_choice_for
+from tests.fakes import ScriptedModel, context_full_error, score, step
 
 DELIM = "\n\n"
 
@@ -225,3 +225,17 @@ def test_the_graph_takes_a_conversation_and_hands_back_the_reply():
         {"messages": [{"role": "user", "content": "hi"}]}, context=Context(thinking_opener=""))
     assert out["reply"].text == "Hello!"
     assert out["steps"] == ["Greet back."] and out["trace"][0]["writer"] == "base"
+
+
+def test_a_conversation_longer_than_the_context_is_refused_in_one_line():
+    """Nothing fits: bad input, naming the model, its server and vLLM's token counts."""
+    small = ScriptedModel(script=[context_full_error()])
+    with pytest.raises(ValueError, match=r"the conversation does not fit the small model's context "
+                                         r"at http://127\.0\.0\.1:8102/v1: .*10240 tokens.*10300"):
+        chat(small, ScriptedModel(script=[])).invoke(CONVERSATION)
+
+
+def test_a_context_that_fills_up_while_reasoning_is_a_clear_error_not_a_traceback():
+    small, base = pair([step("One."), context_full_error()], [score("9")], [])
+    with pytest.raises(NoReply, match=r"stopped without a reply \(context_full\) after 1 kept steps"):
+        chat(small, base).invoke(CONVERSATION)

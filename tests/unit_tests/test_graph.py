@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from specreason_graph import Context, build_graph
 from specreason_graph.models import MalformedReply, ModelCallError, transient
-from tests.fakes import ScriptedModel, by_kind, score, step
+from tests.fakes import ScriptedModel, by_kind, context_full_error, score, step
 
 pytestmark = pytest.mark.usefixtures("both_paths")
 
@@ -649,17 +649,6 @@ def test_threshold_override_out_of_range_is_refused_before_any_call(bad):
 
 
 # --- a full context, server errors, unreadable judge replies ---------------------------------------
-
-def context_full_error() -> Exception:
-    import httpx
-    import openai
-
-    request = httpx.Request("POST", "http://127.0.0.1:8101/v1/chat/completions")
-    response = httpx.Response(400, request=request)
-    return openai.BadRequestError(
-        "This model's maximum context length is 10240 tokens. However, your prompt contains "
-        "10300 input tokens", response=response, body=None)
-
 
 @pytest.mark.parametrize("where", ["draft", "judge", "regenerate"])
 def test_a_full_context_mid_run_stops_with_a_reason_and_keeps_the_steps(where):

@@ -98,6 +98,9 @@ def test_cpu_plain_base_argv_exactly(isolated_home):
         "--block-size", "32",
         "--enable-prompt-tokens-details",
         "--seed", "0",
+        # the reply's tool calls (ChatSpecReason): the plugin parser that reads what the 1.5B writes
+        "--enable-auto-tool-choice", "--tool-call-parser", "qwen_coder",
+        "--tool-parser-plugin", str(resource_dir("servers") / "tool_parsers" / "qwen_coder.py"),
     ]
 
 
