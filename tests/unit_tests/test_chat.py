@@ -239,3 +239,27 @@ def test_a_context_that_fills_up_while_reasoning_is_a_clear_error_not_a_tracebac
     small, base = pair([step("One."), context_full_error()], [score("9")], [])
     with pytest.raises(NoReply, match=r"stopped without a reply \(context_full\) after 1 kept steps"):
         chat(small, base).invoke(CONVERSATION)
+
+
+@pytest.mark.parametrize("path", ["invoke", "stream"])
+def test_a_malformed_tool_call_comes_back_as_an_invalid_call_not_a_traceback(path):
+    """A call whose arguments are not JSON (langchain-openai keeps it in ``invalid_tool_calls``) is
+    handed to the agent as such, which can answer it with an error message and go on. (Streamed, a
+    call cut short, such as '{"base": "USD"', is LangChain's to repair: chunks are parsed as partial
+    JSON.)"""
+    bad = AIMessage("", invalid_tool_calls=[{"name": "get_exchange_rate", "args": "base=USD, JPY",
+                                             "id": "call_9", "error": "unterminated JSON",
+                                             "type": "invalid_tool_call"}],
+                    response_metadata={"finish_reason": "tool_calls"},
+                    usage_metadata={"input_tokens": 120, "output_tokens": 9, "total_tokens": 129})
+    small, base = pair([step("Call it.", end="eos")], [score("9")], [bad])
+    model = chat(small, base).bind_tools([get_exchange_rate])
+    if path == "invoke":
+        out = model.invoke(CONVERSATION)
+    else:
+        out = None
+        for chunk in model.stream(CONVERSATION):
+            out = chunk if out is None else out + chunk
+    assert out is not None and out.tool_calls == []
+    assert [(c["name"], c["args"]) for c in out.invalid_tool_calls] == [
+        ("get_exchange_rate", "base=USD, JPY")]
