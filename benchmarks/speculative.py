@@ -61,6 +61,7 @@ def variant_spec(name: str, port: int = PORT) -> ServerSpec:
     """The plain CPU base server (cpu-plain.toml) with ``name``'s speculative config, on the
     scratch port."""
     base = load_config("cpu-plain").role("base")
+    assert isinstance(base, ServerSpec)  # a plain server, not a router
     options = dict(base.options)
     method, _, k = name.partition(":")
     if method == "draft":

@@ -43,8 +43,9 @@ speculating with the small model as its draft model)."""
 @cache
 def server_defaults(servers: str | None = None) -> dict[str, Any]:
     """The defaults a Context gets from a server configuration (``servers/<name>.toml`` or a path):
-    ``{base,small}_{url,model}`` of its servers (one source for the launcher and the Context) and
-    the judge settings its ``[graph]`` table holds for that pair, over the paper's judge.
+    ``{base,small}_{url,model}`` of its servers (a role with replicas: their router's; one source
+    for the launcher and the Context) and the judge settings its ``[graph]`` table holds for that
+    pair, over the paper's judge.
     ``None``: the local servers' endpoints (``LOCAL_SERVERS``) with the paper's judge."""
     data = read_config(config_path(servers or LOCAL_SERVERS))  # extends = "cpu-plain" resolved
     host = data.get("defaults", {}).get("host", "127.0.0.1")
@@ -52,9 +53,13 @@ def server_defaults(servers: str | None = None) -> dict[str, Any]:
     if servers is not None:
         found.update({k: v for k, v in data.get("graph", {}).items() if k in CHOSEN})
     for server in data.get("server", []):
-        role = server["role"]
-        found[f"{role}_url"] = f"http://{server.get('host', host)}:{server['port']}/v1"
-        found[f"{role}_model"] = server["served-model-name"]
+        # with replicas the endpoint is their router: the server's host and port unless the
+        # router table names its own (serving.config); ``roles``: one endpoint for both
+        router = server.get("router", {}) if server.get("replicas") else {}
+        where = (router.get("host", server.get("host", host)), router.get("port", server.get("port")))
+        for role in server.get("roles") or [server["role"]]:
+            found[f"{role}_url"] = f"http://{where[0]}:{where[1]}/v1"
+            found[f"{role}_model"] = server["served-model-name"]
     return found
 
 

@@ -60,10 +60,16 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _roles(server: dict[str, Any]) -> tuple[str, ...]:
+    """What a ``[[server]]`` table serves: its ``role``, or its ``roles`` (replicas serving both)."""
+    return (server["role"],) if "role" in server else tuple(server.get("roles", ()))
+
+
 def read_config(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A config file's tables, with ``extends = "cpu"`` resolved: the parent's tables, this file's
     laid over them (tables key by key; a ``[[server]]`` over the parent's server of the same
-    ``role``, or added), so a variant states only what it changes."""
+    ``role`` or ``roles``, or added; a list such as ``replicas`` is replaced whole), so a variant
+    states only what it changes."""
     if path.resolve() in _seen:
         raise ValueError(f"{path}: 'extends' goes round in a circle")
     data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -81,7 +87,7 @@ def read_config(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     parent = read_config(parent_path, (*_seen, path.resolve()))
     servers = [dict(s) for s in parent.get("server", [])]
     for raw in data.get("server", []):
-        same = [i for i, s in enumerate(servers) if s.get("role") == raw.get("role")]
+        same = [i for i, s in enumerate(servers) if _roles(s) == _roles(raw)]
         if same:
             servers[same[0]] = _merge(servers[same[0]], raw)
         else:

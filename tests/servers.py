@@ -8,6 +8,11 @@ session orders its tests by configuration (tests/conftest.py), so each starts on
 Servers that already answered when the session began (``specreason serve start``, a developer's
 own) are used as they are; at the end the pool stops what it started and starts again any of those
 it had to stop, so a developer's servers are left as they were found.
+
+A configuration with replicas behind a router (servers/cpu-replicas.toml) is its members: each
+replica and the router are started, checked and stopped like a server (the router after its
+replicas, and before them when stopping), and ``use`` hands out the set whose ``role()`` is the
+router.
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ class ServerPool:
 
     def __init__(self) -> None:
         self.current: config.ServerSet | None = None
-        self.found: list[config.ServerSpec] = []
+        self.found: list[config.Member] = []
         """Servers of the tests' configurations that answered before the session started any."""
-        self.started: list[config.ServerSpec] = []
+        self.started: list[config.Member] = []
 
     def __enter__(self) -> ServerPool:
         from tests.conftest import DEFAULT_SERVERS, PHASES
 
-        seen: list[config.ServerSpec] = []
+        seen: list[config.Member] = []
         for name in dict.fromkeys((DEFAULT_SERVERS, *PHASES)):
             seen += [s for s in config.load_config(name).servers if s not in seen]
         self.found = [spec for spec in seen if launcher.healthy(spec)]

@@ -30,11 +30,22 @@ def test_api_key_is_never_in_reprs_or_logs(caplog):
 
 
 def test_every_server_config_binds_loopback_and_builds_an_argv_not_a_shell_string():
+    """Every server and router binds 127.0.0.1; one of a config spread over hosts binds its host's
+    private-network address, never every interface."""
+    import ipaddress
+
     for path in sorted(resource_dir("servers").glob("*.toml")):
-        for spec in config.load_config(path).servers:
-            assert spec.host == "127.0.0.1", path
+        members = config.load_config(path).servers
+        spread = any(spec.host != "127.0.0.1" for spec in members)
+        for spec in members:
+            if spread:
+                assert "multihost" in path.stem, path
+                address = ipaddress.ip_address(spec.host)
+                assert address.is_private and not address.is_unspecified, (path, spec.host)
+            else:
+                assert spec.host == "127.0.0.1", path
             argv = spec.argv()
-            assert argv[argv.index("--host") + 1] == "127.0.0.1", path
+            assert argv[argv.index("--host") + 1] == spec.host, path
             assert [a for a in argv if a.startswith("--") and " " in a] == [], path
 
 

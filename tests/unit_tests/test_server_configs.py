@@ -22,6 +22,7 @@ from specreason_graph.resources import resource_dir
 from specreason_graph.serving import config, launcher
 from specreason_graph.serving.config import (
     ENTRYPOINT,
+    RouterSpec,
     ServerSpec,
     config_path,
     load_config,
@@ -51,27 +52,45 @@ def test_there_are_the_expected_configs():
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_every_config_loads_with_one_base_and_one_small(name):
+    """One endpoint per role (a server, or the router of a role's replicas; one router may serve
+    both), every member on a port of its own."""
     servers_ = load_config(name)
     assert servers_.name == name
-    assert sorted(s.role for s in servers_.servers) == ["base", "small"]
-    ports = [s.port for s in servers_.servers]
-    assert len(set(ports)) == 2
+    endpoints = [s for s in servers_.servers if servers_.kind(s) != "replica"]
+    assert sorted(r for s in endpoints for r in s.roles) == ["base", "small"]
+    addresses = [(s.host, s.port) for s in servers_.servers]
+    assert len(set(addresses)) == len(addresses) >= 2
     assert all(s.health_timeout > 0 for s in servers_.servers)
+
+
+def _private(host: str) -> bool:
+    import ipaddress
+    try:
+        return ipaddress.ip_address(host).is_private
+    except ValueError:
+        return False
 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_every_config_binds_loopback_only(name):
-    for spec in load_config(name).servers:
-        assert spec.host == "127.0.0.1"
+    """Every member binds 127.0.0.1; a config spread over hosts binds the private-network address
+    of each member's host, never every interface (0.0.0.0)."""
+    servers_ = load_config(name)
+    local = all(s.host == "127.0.0.1" for s in servers_.servers)
+    assert local or (not name.startswith("cpu") and all(
+        _private(s.host) and s.host not in ("0.0.0.0", "::") for s in servers_.servers))
+    for spec in servers_.servers:
         argv = spec.argv()
-        assert argv[argv.index("--host") + 1] == "127.0.0.1"
-        assert spec.origin == f"http://127.0.0.1:{spec.port}"
-        assert spec.url == f"http://127.0.0.1:{spec.port}/v1"
+        assert argv[argv.index("--host") + 1] == spec.host
+        assert spec.origin == f"http://{spec.host}:{spec.port}"
+        assert spec.url == f"http://{spec.host}:{spec.port}/v1"
 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_every_argv_starts_the_openai_entrypoint_and_has_no_shell_strings(name):
     for spec in load_config(name).servers:
+        if isinstance(spec, RouterSpec):
+            continue  # test_every_router_argv_starts_vllm_router
         argv = spec.argv()
         assert argv[:3] == [spec.python, "-m", "vllm.entrypoints.openai.api_server"]
         assert ENTRYPOINT == "vllm.entrypoints.openai.api_server"
@@ -313,9 +332,16 @@ def test_home_expands_tilde(monkeypatch):
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_servers_keep_the_files_order(name):
-    """start() goes through ``servers`` in order, and that order is the file's (after ``extends``)."""
+    """start() goes through ``servers`` in order, and that order is the file's (after ``extends``):
+    a table's replicas in their order, then their router."""
     raw = config.read_config(SERVERS_DIR / f"{name}.toml")
-    assert [s.role for s in load_config(name).servers] == [t["role"] for t in raw["server"]]
+    expected = []
+    for table in raw["server"]:
+        role = table.get("role") or "+".join(table["roles"])
+        expected += [(role, "server")] * len(table.get("replicas", [None])) \
+            + ([(role, "router")] if table.get("replicas") else [])
+    assert [(s.role, "router" if isinstance(s, RouterSpec) else "server")
+            for s in load_config(name).servers] == expected
 
 
 def test_order_cpu_base_first_gpu_small_first():
@@ -357,10 +383,13 @@ def test_context_points_at_the_servers(name):
     ctx = s.context()
     assert isinstance(ctx, Context)
     assert ctx.base_url == s.role("base").url
-    base, small = {"cpu": (8103, 8102), "cpu-specdecode": (8103, 8102), "cpu-ngram": (8104, 8102),
-                   "cpu-reasoning": (8105, 8106)}.get(name, (8101, 8102))
-    assert ctx.base_url == f"http://127.0.0.1:{base}/v1"
-    assert ctx.small_url == s.role("small").url == f"http://127.0.0.1:{small}/v1"
+    assert ctx.small_url == s.role("small").url
+    if "multihost" not in name:  # a config over several hosts: its own addresses (serverenv tier)
+        base, small = {"cpu": (8103, 8102), "cpu-specdecode": (8103, 8102),
+                       "cpu-ngram": (8104, 8102), "cpu-reasoning": (8105, 8106),
+                       "cpu-replicas": (8110, 8110)}.get(name, (8101, 8102))
+        assert ctx.base_url == f"http://127.0.0.1:{base}/v1"
+        assert ctx.small_url == f"http://127.0.0.1:{small}/v1"
     assert ctx.base_model == s.role("base").served_model_name
     assert ctx.small_model == s.role("small").served_model_name
 
