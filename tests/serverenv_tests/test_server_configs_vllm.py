@@ -23,7 +23,7 @@ import textwrap
 import pytest
 
 from specreason_graph.resources import resource_dir
-from specreason_graph.serving.config import ServerSpec, load_config
+from specreason_graph.serving.config import RouterSpec, ServerSpec, load_config
 from tests.serverenv_tests.conftest import require_server_environment, vllm_python
 
 CONFIG_NAMES = sorted(p.stem for p in resource_dir("servers").glob("*.toml"))
@@ -157,8 +157,11 @@ BAD_DRAFTS = {
 
 
 def _specs() -> dict[str, ServerSpec]:
+    """Every server of the configs without replicas (those with replicas and routers, each member
+    parsed by its own program: test_multihost_parsers.py)."""
     return {f"{name}:{spec.role}": spec for name in CONFIG_NAMES
-            for spec in load_config(name).servers}
+            for spec in load_config(name).servers
+            if not any(isinstance(s, RouterSpec) for s in load_config(name).servers)}
 
 
 @pytest.fixture(scope="module")
