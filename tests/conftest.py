@@ -16,7 +16,8 @@ run one, ``make test`` all of them in one process, so the vLLM servers start onc
 The vLLM servers: a session-wide :class:`ServerPool` serves one configuration at a time
 (servers/*.toml). A test names the one it needs with ``@pytest.mark.servers("cpu-plain")`` (default:
 ``cpu``, the CPU default); the whole run is ordered so each configuration is started once: unit,
-serverenv, then the tests on ``cpu``, ``cpu-plain``, ``cpu-reasoning``, in that order.
+serverenv, then the tests on ``cpu``, ``cpu-plain``, ``cpu-reasoning``, ``cpu-replicas``, in that
+order.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ TIERS = {"unit_tests": "unit", "serverenv_tests": "serverenv", "integration_test
          "system_tests": "system"}
 """Folder → marker."""
 ORDER = ("unit", "serverenv", "integration", "system")
-PHASES = ("cpu", "cpu-plain", "cpu-reasoning")
+PHASES = ("cpu", "cpu-plain", "cpu-reasoning", "cpu-replicas")
 """The server configurations the tests use, in the order a run takes them: the default first (most
-tests), then the ones that replace part (the plain base server) or all of it (the reasoning pair).
-Neither fits in memory beside the default's speculating base server."""
+tests), then the ones that replace part (the plain base server) or all of it (the reasoning pair,
+the replicas behind a router: last, as their module kills a replica). None fits in memory beside
+the default's speculating base server."""
 DEFAULT_SERVERS = os.environ.get("SPECREASON_TEST_SERVERS", "cpu")
 
 
