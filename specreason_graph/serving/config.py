@@ -79,8 +79,30 @@ def _flags(options: dict[str, Any]) -> list[str]:
     return argv
 
 
+class _Endpoint:
+    """Where a member answers, for a vLLM server and a router alike."""
+
+    role: str
+    host: str
+    port: int
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The roles it serves: ``base+small`` (a config's ``roles = ["base", "small"]``) is both."""
+        return tuple(self.role.split("+"))
+
+    @property
+    def origin(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The OpenAI base URL (what the graph's Context takes; a router's for a routed role)."""
+        return f"{self.origin}/v1"
+
+
 @dataclass(frozen=True)
-class ServerSpec:
+class ServerSpec(_Endpoint):
     """One vLLM server: what to run and where it answers."""
 
     role: str
@@ -95,20 +117,6 @@ class ServerSpec:
     memory_gib: float | None = None
     """Memory it was measured to take at its peak while starting; the launcher refuses to start
     it with less available (None: unknown, not checked)."""
-
-    @property
-    def roles(self) -> tuple[str, ...]:
-        """The roles it serves: ``base+small`` (a config's ``roles = ["base", "small"]``) is both."""
-        return tuple(self.role.split("+"))
-
-    @property
-    def origin(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """The OpenAI base URL (what the graph's Context takes)."""
-        return f"{self.origin}/v1"
 
     def argv(self) -> list[str]:
         """The server's command line: ``python -m vllm.entrypoints.openai.api_server --model ...``.
@@ -125,7 +133,7 @@ class ServerSpec:
 
 
 @dataclass(frozen=True)
-class RouterSpec:
+class RouterSpec(_Endpoint):
     """vLLM's request router (vllm-router) in front of the replicas of a role: the role's endpoint.
 
     It passes each request to one of ``worker_urls`` (the replicas' origins) by ``policy``
@@ -153,19 +161,6 @@ class RouterSpec:
         # How the launcher recognises the process once it has renamed itself (ROUTER_TITLE).
         object.__setattr__(self, "env", {**self.env, "SPT_NOENV": "1",
                                          ROUTER_MARKER: str(self.port)})
-
-    @property
-    def roles(self) -> tuple[str, ...]:
-        return tuple(self.role.split("+"))
-
-    @property
-    def origin(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """The OpenAI base URL (what the graph's Context takes): the router's."""
-        return f"{self.origin}/v1"
 
     @property
     def metrics_port(self) -> int:
