@@ -11,14 +11,19 @@ scratch port**, each started, measured and stopped before the next (two 1.5B ser
 24 GiB beside anything else), so the list starts and ends with ``plain``: the two plain runs bound
 the machine's drift over the benchmark, and every ratio is taken against their mean.
 
-Per variant and temperature: the same GSM8K questions (``--offset``, default 1100: a slice neither
+Per variant and temperature: the same GSM8K problems (``--offset``, default 1100: a slice neither
 the evaluation, 0-39, nor calibration, 1000-1019, touches), one streamed chat request at a time,
-``--max-tokens`` each; decode speed = (tokens - 1) / (last token - first token), so the prefill is
-left out; draft acceptance from the server's ``/metrics`` (``vllm:spec_decode_num_accepted_tokens``
-over ``..._num_draft_tokens``); at temperature 0 whether the text equals the first plain run's
-(speculative decoding is lossless: it must). Memory: the server's process group (API server, engine
-core, worker), summed proportional set size read every 0.5 s from ``/proc``, at its peak while
-starting and once ready, and the machine's ``MemAvailable`` at its lowest.
+sent as ``specreason bench``'s base-only mode sends them (``--prompt bench``, the default: the
+problem in prompts/math.txt, ``--max-tokens`` 1024 = the bench's budget, top-p 0.95 when sampled,
+no seed), or as this script first did (``--prompt question --max-tokens 128 --seed 0``: the bare
+question); decode speed = (tokens - 1) / (last token - first token), so the prefill is left out,
+and wall speed = tokens / the request's whole time, prefill included (what the bench's per-token
+figure measures); draft acceptance from the server's ``/metrics``
+(``vllm:spec_decode_num_accepted_tokens`` over ``..._num_draft_tokens``); at temperature 0 whether
+the text equals the first plain run's (speculative decoding is lossless: it must). Memory: the
+server's process group (API server, engine core, worker), summed proportional set size read every
+0.5 s from ``/proc``, at its peak while starting and once ready, and the machine's
+``MemAvailable`` at its lowest.
 
 Stop the CPU servers first (``specreason serve stop``): the benchmark refuses to start a variant
 when less memory is available than the largest variant needs. Prints a table and writes
@@ -44,7 +49,9 @@ from typing import Any
 from openai import OpenAI
 
 from specreason_graph.cli import terminate_as_interrupt
+from specreason_graph.context import Context
 from specreason_graph.evaluation import datasets
+from specreason_graph.graph import first_request
 from specreason_graph.serving import launcher
 from specreason_graph.serving.config import ServerSpec, home, load_config
 
@@ -137,14 +144,14 @@ def counters(spec: ServerSpec) -> dict[str, float]:
 
 
 def one_request(client: OpenAI, model: str, question: str, temperature: float,
-                max_tokens: int) -> dict[str, Any]:
+                max_tokens: int, seed: int | None = None) -> dict[str, Any]:
     started = time.monotonic()
     stamps: list[float] = []
     parts: list[str] = []
     stream = client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": question}], max_tokens=max_tokens,
         temperature=temperature, top_p=0.95 if temperature else 1.0, stream=True,
-        stream_options={"include_usage": True}, seed=0)
+        stream_options={"include_usage": True}, seed=seed)
     tokens = None
     for chunk in stream:
         if chunk.usage is not None:
@@ -161,7 +168,7 @@ def one_request(client: OpenAI, model: str, question: str, temperature: float,
 
 
 def measure(name: str, questions: list[str], temperatures: list[float], max_tokens: int,
-            port: int) -> dict[str, Any]:
+            port: int, seed: int | None = None) -> dict[str, Any]:
     spec = variant_spec(name, port)
     if available_gib() < NEEDS_GIB:
         raise SystemExit(f"only {available_gib():.1f} GiB available, a variant needs up to "
@@ -178,7 +185,7 @@ def measure(name: str, questions: list[str], temperatures: list[float], max_toke
                 for i, question in enumerate(questions):
                     before = counters(spec)
                     run = one_request(client, spec.served_model_name, question, temperature,
-                                      max_tokens)
+                                      max_tokens, seed)
                     after = counters(spec)
                     run.update({"temperature": temperature, "question": i,
                                 **{k: after[k] - before[k] for k in COUNTERS}})
@@ -217,6 +224,11 @@ def summarize(results: list[dict[str, Any]], temperatures: list[float]) -> list[
         for t in temperatures:
             runs = [x for x in r["runs"] if x["temperature"] == t]
             row[f"tps@{t:g}"] = _tps(r, t)
+            row[f"wall_tps@{t:g}"] = sum(x["tokens"] for x in runs) / sum(x["wall_s"] for x in runs) \
+                if runs else None
+            plain_wall = statistics.fmean(_wall_tps(p, t) for p in plains) if plains else None
+            row[f"wall_speedup@{t:g}"] = row[f"wall_tps@{t:g}"] / plain_wall \
+                if plain_wall and row[f"wall_tps@{t:g}"] else None
             row[f"speedup@{t:g}"] = _tps(r, t) / reference[t] if reference.get(t) else None
             drafted = sum(x["num_draft_tokens"] for x in runs)
             row[f"accepted@{t:g}"] = sum(x["num_accepted_tokens"] for x in runs) / drafted \
@@ -228,6 +240,12 @@ def summarize(results: list[dict[str, Any]], temperatures: list[float]) -> list[
     return rows
 
 
+def _wall_tps(result: dict[str, Any], temperature: float) -> float:
+    """Tokens per second of whole requests (prefill and first token included) at ``temperature``."""
+    runs = [x for x in result["runs"] if x["temperature"] == temperature]
+    return sum(x["tokens"] for x in runs) / sum(x["wall_s"] for x in runs)
+
+
 def _tps(result: dict[str, Any], temperature: float) -> float:
     """Decode tokens per second over all of a variant's requests at ``temperature``."""
     runs = [x for x in result["runs"] if x["temperature"] == temperature and x["decode_tps"]]
@@ -237,7 +255,7 @@ def _tps(result: dict[str, Any], temperature: float) -> float:
 def markdown(rows: list[dict[str, Any]], temperatures: list[float], header: str) -> str:
     cols = ["variant", "start s", "peak GB", "steady GB", "min avail GiB"]
     for t in temperatures:
-        cols += [f"tok/s T={t:g}", f"× plain T={t:g}", f"accepted T={t:g}"]
+        cols += [f"tok/s T={t:g}", f"× plain T={t:g}", f"wall × plain T={t:g}", f"accepted T={t:g}"]
     cols.append("same text T=0")
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
@@ -245,6 +263,7 @@ def markdown(rows: list[dict[str, Any]], temperatures: list[float], header: str)
                  _f(row["steady_pss_gb"]), _f(row["min_available_gib"])]
         for t in temperatures:
             cells += [_f(row[f"tps@{t:g}"], 2), _f(row[f"speedup@{t:g}"], 2, "×"),
+                      _f(row.get(f"wall_speedup@{t:g}"), 2, "×"),
                       "–" if row[f"accepted@{t:g}"] is None else f"{row[f'accepted@{t:g}']:.0%}"]
         cells.append(row["identical@0"] or "–")
         lines.append("| " + " | ".join(cells) + " |")
@@ -262,23 +281,31 @@ def main() -> None:
                                  "plain"])
     parser.add_argument("--prompts", type=int, default=3)
     parser.add_argument("--offset", type=int, default=1100)
-    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--prompt", choices=["bench", "question"], default="bench",
+                        help="bench: the problem in prompts/math.txt, as the bench's base-only "
+                             "sends it; question: the bare question (this script's first figures)")
+    parser.add_argument("--max-tokens", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--temperatures", default="0,0.6")
     parser.add_argument("--port", type=int, default=PORT)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     temperatures = [float(t) for t in args.temperatures.split(",")]
-    questions = [p.question for p in datasets.select("gsm8k", offset=args.offset,
-                                                     limit=args.prompts)]
+    problems = datasets.select("gsm8k", offset=args.offset, limit=args.prompts)
+    questions = [p.question if args.prompt == "question" else
+                 first_request(p.question, Context(one_request="base")).messages[0].text
+                 for p in problems]
     started = datetime.now(UTC).isoformat(timespec="seconds")
     results = []
     with terminate_as_interrupt():  # `kill` stops the server being measured, as Ctrl-C does
         for name in args.variants:
             print(f"{name}: starting", flush=True)
-            results.append(measure(name, questions, temperatures, args.max_tokens, args.port))
+            results.append(measure(name, questions, temperatures, args.max_tokens, args.port,
+                                   args.seed))
     rows = summarize(results, temperatures)
-    header = (f"GSM8K {args.offset}-{args.offset + args.prompts - 1}, {args.max_tokens} tokens per "
-              f"request, one request at a time, {started} on {platform.node()} "
+    header = (f"GSM8K {args.offset}-{args.offset + args.prompts - 1}, prompt: {args.prompt}, at most "
+              f"{args.max_tokens} tokens per request, seed {args.seed}, one request at a time, "
+              f"{started} on {platform.node()} "
               f"({os.cpu_count()} cores); × plain against the mean of the plain runs")
     table = markdown(rows, temperatures, header)
     print(table)
