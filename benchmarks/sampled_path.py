@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from openai import OpenAI
-from speculative import NEEDS_GIB, available_gib, counters, variant_spec  # type: ignore[import-not-found]
+from speculative import NEEDS_GIB, available_gib, counters, host, variant_spec  # type: ignore[import-not-found]
 
 from specreason_graph.cli import terminate_as_interrupt
 from specreason_graph.evaluation import datasets
@@ -260,7 +260,7 @@ def main() -> None:
                 "header": f"GSM8K {args.offset}-{args.offset + args.prompts - 1}, draft:{args.k}, "
                           f"{args.tokens} tokens a request (ignore_eos), one at a time, greedy and "
                           f"sampled alternating, py-spy at {args.rate} Hz on the worker; "
-                          f"{started} on {platform.node()} ({os.cpu_count()} cores)"}
+                          f"{started} on {platform.node()}, {host()} ({os.cpu_count()} cores)"}
         args.out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=1) + "\n")
     table = markdown(data)

@@ -100,6 +100,20 @@ def group_pss_gb(leader: int) -> float:
     return total / 1e6
 
 
+def host() -> str:
+    """The CPU the figures were measured on: model name, family/model, and whether it has AVX-512
+    (torch and oneDNN pick wider kernels at run time, which moves speculative ratios between hosts)."""
+    fields: dict[str, str] = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+        if key.strip() == "flags":
+            break
+    avx512 = "avx512f" in fields.get("flags", "").split()
+    return (f"{fields.get('model name', platform.processor())} (family {fields.get('cpu family')}, "
+            f"model {fields.get('model')}, {'AVX-512' if avx512 else 'no AVX-512'})")
+
+
 def available_gib() -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -305,7 +319,7 @@ def main() -> None:
     rows = summarize(results, temperatures)
     header = (f"GSM8K {args.offset}-{args.offset + args.prompts - 1}, prompt: {args.prompt}, at most "
               f"{args.max_tokens} tokens per request, seed {args.seed}, one request at a time, "
-              f"{started} on {platform.node()} "
+              f"{started} on {platform.node()}, {host()} "
               f"({os.cpu_count()} cores); × plain against the mean of the plain runs")
     table = markdown(rows, temperatures, header)
     print(table)

